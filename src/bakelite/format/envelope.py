@@ -1,0 +1,378 @@
+"""The self-describing object envelope shared by snapshots, change-sets and manifests.
+
+Layout (integers big-endian)::
+
+    "BKLT" | version:u16 | header_len:u32 | header (JSON)
+    frame* | end marker (12 zero bytes)
+    footer (JSON) | footer_len:u32 | crc32c:u32 over every preceding byte
+
+    frame := stored_len:u32 | raw_len:u32 | crc32c(stored):u32 | stored bytes
+
+A frame is compressed (then, with encryption, sealed) independently, so a reader streams an object
+in bounded memory and checks each frame before using it.  The footer carries what is only known at
+the end: frame count, BLAKE3 of the stored frames, and the object's content ``hash``.
+
+The content hash binds the header's identity, the predecessor's link (``prev``) and the BLAKE3 of
+the *plaintext* compressed frames, so it survives re-encryption and forms the lineage chain: each
+object names its predecessor's link; a compacted object carries ``link`` = the hash of the last
+object it replaces so its successors still chain.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+import blake3
+import crc32c
+
+from bakelite.errors import CorruptionError, EncryptionError, FormatVersionError
+from bakelite.format import codec as codecs
+
+MAGIC = b"BKLT"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct(">4sHI")
+_FRAME = struct.Struct(">III")
+_TAIL = struct.Struct(">II")
+_END = b"\0" * _FRAME.size
+MAX_HEADER = 1 << 20
+MAX_FRAME = 1 << 30
+
+
+class FrameCipher(Protocol):
+    """Seals and opens frames with associated data (implemented by ``bakelite.crypto``)."""
+
+    def seal(self, plaintext: bytes, ad: bytes) -> bytes:
+        """Encrypt and authenticate ``plaintext`` bound to ``ad``."""
+        ...
+
+    def open(self, ciphertext: bytes, ad: bytes) -> bytes:
+        """Authenticate and decrypt; raise EncryptionError on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectHeader:
+    """Identity and decoding parameters of one object."""
+
+    kind: str  # "snapshot" | "changeset" | "manifest"
+    db: str
+    backup: str
+    level: int = 0
+    first: int = 0
+    last: int = 0
+    page_size: int = 0
+    codec: str = "zstd"
+    encrypted: bool = False
+    created: float = 0.0
+    prev: str | None = None
+    link: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The header as stored (JSON object)."""
+        return {
+            "kind": self.kind,
+            "db": self.db,
+            "backup": self.backup,
+            "level": self.level,
+            "first": self.first,
+            "last": self.last,
+            "page_size": self.page_size,
+            "codec": self.codec,
+            "encrypted": self.encrypted,
+            "created": self.created,
+            "prev": self.prev,
+            "link": self.link,
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ObjectHeader:
+        """Parse a stored header; CorruptionError on a malformed one."""
+        try:
+            return cls(
+                kind=str(d["kind"]),
+                db=str(d["db"]),
+                backup=str(d["backup"]),
+                level=int(d["level"]),
+                first=int(d["first"]),
+                last=int(d["last"]),
+                page_size=int(d["page_size"]),
+                codec=str(d["codec"]),
+                encrypted=bool(d["encrypted"]),
+                created=float(d["created"]),
+                prev=None if d["prev"] is None else str(d["prev"]),
+                link=None if d["link"] is None else str(d["link"]),
+                meta=dict(d["meta"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptionError(f"malformed object header: {e}") from e
+
+    def identity(self) -> bytes:
+        """Canonical bytes naming what this object is and where it sits (everything but ``encrypted``)."""
+        d = self.to_dict()
+        del d["encrypted"]
+        return json.dumps([FORMAT_VERSION, d], sort_keys=True, separators=(",", ":")).encode()
+
+    def content_hash(self, plain_digest: bytes) -> str:
+        """The lineage hash of an object with this header and plaintext frames digest."""
+        h = blake3.blake3(b"bakelite-object-v1\0")
+        h.update(self.identity())
+        h.update(b"\0")
+        h.update(plain_digest)
+        return h.hexdigest()
+
+    def frame_ad(self, index: int) -> bytes:
+        """Associated data binding frame ``index`` to this object's identity."""
+        return blake3.blake3(self.identity()).digest() + struct.pack(">I", index)
+
+
+@dataclass(frozen=True)
+class ObjectFooter:
+    """What an object's writer learns only at the end."""
+
+    frames: int
+    raw_bytes: int
+    payload_bytes: int
+    payload_blake3: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The footer as stored."""
+        return {
+            "frames": self.frames,
+            "raw_bytes": self.raw_bytes,
+            "payload_bytes": self.payload_bytes,
+            "payload_blake3": self.payload_blake3,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ObjectFooter:
+        """Parse a stored footer; CorruptionError on a malformed one."""
+        try:
+            return cls(
+                frames=int(d["frames"]),
+                raw_bytes=int(d["raw_bytes"]),
+                payload_bytes=int(d["payload_bytes"]),
+                payload_blake3=str(d["payload_blake3"]),
+                hash=str(d["hash"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptionError(f"malformed object footer: {e}") from e
+
+
+def chain_link(header: ObjectHeader, footer: ObjectFooter) -> str:
+    """The hash a successor names as ``prev``: ``link`` for a compacted object, else its own hash."""
+    return header.link or footer.hash
+
+
+class ObjectWriter:
+    """Encodes an object from raw frames as a stream of byte chunks; ``footer`` is set at the end."""
+
+    def __init__(self, header: ObjectHeader, cipher: FrameCipher | None = None) -> None:
+        if header.encrypted != (cipher is not None):
+            raise ValueError("header.encrypted must match whether a cipher is given")
+        self.header = header
+        self.cipher = cipher
+        self.footer: ObjectFooter | None = None
+        self.size = 0
+
+    def chunks(self, raw_frames: Iterable[bytes | memoryview]) -> Iterator[bytes]:
+        """Yield the encoded object; compresses (and seals) each raw frame in turn."""
+        crc = 0
+        plain_h = blake3.blake3()
+        stored_h = blake3.blake3() if self.cipher else plain_h
+        header = json.dumps(self.header.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        first = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
+        crc = crc32c.crc32c(first, crc)
+        self.size = len(first)
+        yield first
+        n = raw_total = stored_total = 0
+        for raw in raw_frames:
+            comp = codecs.compress(raw, self.header.codec)
+            plain_h.update(comp)
+            stored = self.cipher.seal(comp, self.header.frame_ad(n)) if self.cipher else comp
+            if self.cipher:
+                stored_h.update(stored)
+            fh = _FRAME.pack(len(stored), len(raw), crc32c.crc32c(stored))
+            crc = crc32c.crc32c(stored, crc32c.crc32c(fh, crc))
+            n += 1
+            raw_total += len(raw)
+            stored_total += len(stored)
+            self.size += len(fh) + len(stored)
+            yield fh + stored
+        footer = ObjectFooter(
+            frames=n,
+            raw_bytes=raw_total,
+            payload_bytes=stored_total,
+            payload_blake3=stored_h.hexdigest(),
+            hash=self.header.content_hash(plain_h.digest()),
+        )
+        fbytes = json.dumps(footer.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        tail = _END + fbytes + struct.pack(">I", len(fbytes))
+        crc = crc32c.crc32c(tail, crc)
+        tail += struct.pack(">I", crc)
+        self.size += len(tail)
+        self.footer = footer
+        yield tail
+
+
+def encode_object(
+    header: ObjectHeader, raw_frames: Iterable[bytes | memoryview], cipher: FrameCipher | None = None
+) -> tuple[bytes, ObjectFooter]:
+    """Encode a whole object in memory; returns its bytes and footer."""
+    w = ObjectWriter(header, cipher)
+    data = b"".join(w.chunks(raw_frames))
+    assert w.footer is not None
+    return data, w.footer
+
+
+def read_version(prefix: bytes, name: str = "object") -> int:
+    """Check magic and version of an object's first bytes; return the version."""
+    if len(prefix) < _PREFIX.size:
+        raise CorruptionError(f"{name}: truncated (only {len(prefix)} bytes)")
+    magic, version, _ = _PREFIX.unpack_from(prefix)
+    if magic != MAGIC:
+        raise CorruptionError(f"{name}: not a bakelite object (bad magic {magic!r})")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{name} was written by replica format {version}; this build reads format {FORMAT_VERSION}",
+            hint="upgrade bakelite to restore this replica",
+        )
+    if version < 1:
+        raise CorruptionError(f"{name}: invalid format version {version}")
+    return int(version)
+
+
+class ObjectReader:
+    """Streams and verifies one object: header first, then frames, then footer and CRC.
+
+    ``frames()`` yields decompressed plaintext frames, each checked (frame CRC, and AEAD when
+    encrypted) before it is yielded; the whole-object CRC, payload BLAKE3 and content hash are
+    checked when the last frame has been read, before ``frames()`` returns.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        name: str = "object",
+        cipher: FrameCipher | None = None,
+        require_encrypted: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.name = name
+        self.cipher = cipher
+        self._crc = 0
+        prefix = self._read(_PREFIX.size)
+        read_version(prefix, name)
+        _, _, hlen = _PREFIX.unpack(prefix)
+        if hlen > MAX_HEADER:
+            raise CorruptionError(f"{name}: header length {hlen} is implausible")
+        hbytes = self._read(hlen)
+        try:
+            hdict = json.loads(hbytes)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptionError(f"{name}: header is not valid JSON ({e})") from e
+        if not isinstance(hdict, dict):
+            raise CorruptionError(f"{name}: header is not a JSON object")
+        self.header = ObjectHeader.from_dict(hdict)
+        if self.header.encrypted and cipher is None:
+            raise EncryptionError(
+                f"{name} is encrypted and no encryption key is configured",
+                hint="set key_file / passphrase in [encryption] or BAKELITE_KEY_FILE",
+            )
+        if not self.header.encrypted and require_encrypted:
+            raise EncryptionError(
+                f"{name} is not encrypted but require_encrypted is on",
+                hint="a plaintext object in an encrypted replica may be a substitution; "
+                "set require_encrypted = false only while migrating a plaintext replica",
+            )
+        self.footer: ObjectFooter | None = None
+
+    def _read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise CorruptionError(f"{self.name}: truncated (wanted {n} more bytes, got {len(data)})")
+        self._crc = crc32c.crc32c(data, self._crc)
+        return bytes(data)
+
+    def frames(self) -> Iterator[bytes]:
+        """Yield each verified, decompressed frame; verify the footer after the last."""
+        h = self.header
+        plain_h = blake3.blake3()
+        stored_h = blake3.blake3() if h.encrypted else plain_h
+        n = raw_total = stored_total = 0
+        while True:
+            stored_len, raw_len, fcrc = _FRAME.unpack(self._read(_FRAME.size))
+            if stored_len == 0 and raw_len == 0 and fcrc == 0:
+                break
+            if stored_len > MAX_FRAME or raw_len > MAX_FRAME:
+                raise CorruptionError(f"{self.name}: frame {n} length is implausible")
+            stored = self._read(stored_len)
+            if crc32c.crc32c(stored) != fcrc:
+                raise CorruptionError(f"{self.name}: frame {n} fails its CRC-32C")
+            if self.cipher is not None and h.encrypted:
+                stored_h.update(stored)
+                comp = self.cipher.open(stored, h.frame_ad(n))
+            else:
+                comp = stored
+            plain_h.update(comp)
+            raw = codecs.decompress(comp, h.codec, raw_len)
+            n += 1
+            raw_total += raw_len
+            stored_total += stored_len
+            yield raw
+        self._finish(n, raw_total, stored_total, stored_h.hexdigest(), plain_h.digest())
+
+    def _finish(self, n: int, raw_total: int, stored_total: int, stored_hex: str, plain: bytes) -> None:
+        # Read the footer length from the end: footer bytes, then its length, then the CRC.
+        rest = self.stream.read()
+        if len(rest) < _TAIL.size:
+            raise CorruptionError(f"{self.name}: truncated footer")
+        body, (flen, crc) = rest[: -_TAIL.size], _TAIL.unpack(rest[-_TAIL.size :])
+        if flen != len(body):
+            raise CorruptionError(f"{self.name}: footer length mismatch (trailing or missing bytes)")
+        self._crc = crc32c.crc32c(rest[:-4], self._crc)
+        if self._crc != crc:
+            raise CorruptionError(f"{self.name}: object fails its CRC-32C")
+        try:
+            fdict = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptionError(f"{self.name}: footer is not valid JSON ({e})") from e
+        footer = ObjectFooter.from_dict(fdict)
+        if (footer.frames, footer.raw_bytes, footer.payload_bytes) != (n, raw_total, stored_total):
+            raise CorruptionError(f"{self.name}: footer does not match its frames")
+        if footer.payload_blake3 != stored_hex:
+            raise CorruptionError(f"{self.name}: payload BLAKE3 mismatch")
+        if footer.hash != self.header.content_hash(plain):
+            raise CorruptionError(f"{self.name}: content hash mismatch")
+        self.footer = footer
+
+
+def decode_object(
+    data: bytes,
+    name: str = "object",
+    cipher: FrameCipher | None = None,
+    require_encrypted: bool = False,
+) -> tuple[ObjectHeader, list[bytes], ObjectFooter]:
+    """Decode and fully verify an in-memory object."""
+    reader = ObjectReader(io.BytesIO(data), name, cipher, require_encrypted)
+    frames = list(reader.frames())
+    assert reader.footer is not None
+    return reader.header, frames, reader.footer
+
+
+def peek_header(data: bytes, name: str = "object") -> ObjectHeader:
+    """Parse only the header of an object's first bytes (no integrity check)."""
+    read_version(data, name)
+    _, _, hlen = _PREFIX.unpack_from(data)
+    try:
+        return ObjectHeader.from_dict(json.loads(data[_PREFIX.size : _PREFIX.size + hlen]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptionError(f"{name}: header is not valid JSON ({e})") from e

@@ -34,6 +34,8 @@ class CommitRecord:
     db_pages: int
     pages: Sequence[tuple[int, bytes | memoryview]]
     truncate_to: int | None = None
+    # When set, the page numbers in order, so a lazy ``pages`` is read only once, for its images.
+    pgnos: Sequence[int] | None = None
 
 
 def changeset_frames(commits: Iterable[CommitRecord], page_size: int) -> Iterator[bytes]:
@@ -42,7 +44,8 @@ def changeset_frames(commits: Iterable[CommitRecord], page_size: int) -> Iterato
     for c in commits:
         trunc = NO_TRUNCATE if c.truncate_to is None else c.truncate_to
         buf += _COMMIT.pack(b"C", c.seq, c.time, c.db_pages, trunc, len(c.pages))
-        buf += struct.pack(f">{len(c.pages)}I", *(pg for pg, _ in c.pages))
+        pgnos = c.pgnos if c.pgnos is not None else [pg for pg, _ in c.pages]
+        buf += struct.pack(f">{len(pgnos)}I", *pgnos)
         for pg, img in c.pages:
             if len(img) != page_size:
                 raise ValueError(f"page {pg} image is {len(img)} bytes, page size is {page_size}")

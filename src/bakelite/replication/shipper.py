@@ -1,0 +1,441 @@
+"""Replication of one live database: bootstrap or resume, ship change-sets, checkpoint, snapshot, stop.
+
+A ``DatabaseReplicator`` is driven by the daemon's scheduler (or an embedded replicator): every
+public method takes the replicator's lock, so one database never has two operations at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bakelite.config.model import Database
+from bakelite.errors import BackendError, BakeliteError
+from bakelite.format import layout
+from bakelite.format.changeset import CommitRecord, changeset_frames, changeset_header
+from bakelite.format.envelope import FrameCipher, ObjectFooter, ObjectHeader, ObjectWriter
+from bakelite.format.snapshot import snapshot_header
+from bakelite.replication.cursor import ReplicaCursor, load_cursor, save_cursor
+from bakelite.replication.snapshotter import plan_snapshot, snapshot_frames
+from bakelite.replication.waltracker import GapError, PendingCommit, WalPosition, WalTracker
+from bakelite.sqlite import wal
+from bakelite.sqlite.connections import LiveDatabase
+from bakelite.storage.base import Storage
+from bakelite.storage.retry import Restartable
+
+logger = logging.getLogger(__name__)
+
+# A change-set holds at most about this many bytes of pages; a bigger backlog ships as several.
+MAX_CHANGESET_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ReplicatorStatus:
+    """What the daemon publishes about one database (status file, metrics)."""
+
+    state: str = "starting"
+    backup: str | None = None
+    last_sync: float | None = None  # when the replica was last caught up
+    oldest_unshipped: float | None = None  # commit time of the oldest commit not yet shipped
+    changesets: int = 0
+    bytes_shipped: int = 0
+    failing_since: float | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    snapshots: int = 0
+    checkpoints: int = 0
+    truncates: int = 0
+
+
+class DatabaseReplicator:
+    """Ships every committed change of one database to its sync destinations."""
+
+    def __init__(
+        self,
+        db: Database,
+        storages: list[Storage],
+        *,
+        cipher: FrameCipher | None = None,
+        snapshot_gate: threading.Semaphore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not storages:
+            raise ValueError("a replicator needs at least one sync destination")
+        self.db = db
+        self.storages = storages
+        self.cipher = cipher
+        self.snapshot_gate = snapshot_gate
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.live: LiveDatabase | None = None
+        self.tracker: WalTracker | None = None
+        self.cursor: ReplicaCursor | None = None
+        self.status = ReplicatorStatus()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Open the database, then resume from a valid cursor or take a new full backup."""
+        with self.lock:
+            self.status.state = "starting"
+            live = LiveDatabase(Path(self.db.path), self.db.busy_timeout, auto_wal=self.db.auto_wal)
+            self.live = live
+            self.tracker = WalTracker(live.wal_path, live.read_header().page_size)
+            cursor = load_cursor(Path(self.db.path), self.db.name)
+            resumed = False
+            try:
+                # I5: the first read transaction (and the resume copy) happen inside a writer freeze.
+                with live.freeze():
+                    live.acquire_initial()
+                    reason, position = self._check_cursor(cursor)
+                    if reason is None and cursor is not None:
+                        self.cursor = cursor
+                        self.tracker.reset(position)
+                        self._ship_all()
+                        resumed = True
+                        logger.info(
+                            "resumed %s at seq %d of backup %s", self.db.name, cursor.seq, cursor.backup
+                        )
+                    elif cursor is not None:
+                        logger.warning("%s: starting a new backup: %s", self.db.name, reason)
+                if not resumed:
+                    self._new_backup()
+            except BaseException:
+                self.status.state = "backing off"
+                raise
+            self.status.state = "replicating"
+            self.status.backup = self.cursor.backup if self.cursor else None
+
+    def stop(self) -> None:
+        """Ship everything committed (inside a writer freeze), save the cursor, close."""
+        with self.lock:
+            live = self.live
+            if live is None:
+                return
+            try:
+                if self.cursor is not None and live.current is not None:
+                    with live.freeze():
+                        self._ship_all()
+            finally:
+                live.close()
+                self.live = None
+                self.status.state = "stopped"
+
+    def abandon(self) -> None:
+        """Close connections without shipping (after a fatal error)."""
+        with self.lock:
+            if self.live is not None:
+                self.live.close()
+                self.live = None
+
+    # ------------------------------------------------------------------ steady state
+    def observe(self) -> None:
+        """Stamp newly committed transactions with the current time (cheap; skipped if busy)."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            if self.tracker is not None and self.cursor is not None and self.live is not None:
+                with contextlib.suppress(GapError):
+                    self.tracker.observe(self.clock())
+                self._update_lag()
+        finally:
+            self.lock.release()
+
+    def sync(self) -> int:
+        """Refresh the read transaction (I1) and ship every committed change; return commits shipped."""
+        with self.lock:
+            live = self._require_live()
+            try:
+                shipped = live.refresh(self._ship_all)
+            except GapError as e:
+                logger.warning("%s: %s; taking a new full backup", self.db.name, e)
+                self._new_backup()
+                shipped = 0
+            self._ok()
+            return shipped
+
+    def maybe_checkpoint(self) -> bool:
+        """Checkpoint (and TRUNCATE) once the WAL passes max_wal_size; True if one ran."""
+        with self.lock:
+            live = self._require_live()
+            tracker = self._require_tracker()
+            if tracker.wal_size() <= self.db.max_wal_size:
+                return False
+            live.refresh(self._ship_all)
+            truncated = live.checkpoint(self._ship_all)
+            self.status.checkpoints += 1
+            if truncated:
+                self.status.truncates += 1
+            # The checkpoint wrote the database file: record its new size and mtime.
+            self._save_cursor(self._require_cursor())
+            return True
+
+    def snapshot_due(self) -> bool:
+        """Whether snapshot_interval or max_segments_per_snapshot calls for a new full backup."""
+        cursor = self.cursor
+        if cursor is None:
+            return False
+        age = self.clock() - layout.backup_time(cursor.backup)
+        if self.db.snapshot_interval > 0 and age >= self.db.snapshot_interval:
+            return True
+        limit = self.db.max_segments_per_snapshot
+        return bool(limit) and cursor.changesets >= limit
+
+    def snapshot(self) -> None:
+        """Ship what is pending, then take a new full backup."""
+        with self.lock:
+            live = self._require_live()
+            live.refresh(self._ship_all)
+            self._new_backup()
+            self._ok()
+
+    def record_failure(self, error: BaseException) -> None:
+        """Note a failed attempt (the scheduler backs off and retries)."""
+        now = self.clock()
+        if self.status.failing_since is None:
+            self.status.failing_since = now
+        self.status.attempts += 1
+        self.status.last_error = error.one_line() if isinstance(error, BakeliteError) else repr(error)
+        if self.status.state not in ("stopped",):
+            self.status.state = "backing off"
+
+    # ------------------------------------------------------------------ internals
+    def _require_live(self) -> LiveDatabase:
+        if self.live is None:
+            raise BakeliteError(f"replication of {self.db.name} is not running")
+        return self.live
+
+    def _require_tracker(self) -> WalTracker:
+        if self.tracker is None:
+            raise BakeliteError(f"replication of {self.db.name} is not running")
+        return self.tracker
+
+    def _require_cursor(self) -> ReplicaCursor:
+        if self.cursor is None:
+            raise BakeliteError(f"replication of {self.db.name} has no backup yet")
+        return self.cursor
+
+    def _ok(self) -> None:
+        self.status.state = "replicating"
+        self.status.failing_since = None
+        self.status.attempts = 0
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        tracker = self.tracker
+        if tracker is None:
+            return
+        if tracker.pending:
+            self.status.oldest_unshipped = tracker.pending[0].time
+        else:
+            self.status.oldest_unshipped = None
+            self.status.last_sync = self.clock()
+
+    def _check_cursor(self, cursor: ReplicaCursor | None) -> tuple[str | None, WalPosition | None]:
+        """(None, where to continue) if ``cursor`` can be resumed, else (why not, None).
+
+        Called inside the writer freeze, so the WAL cannot change while it is checked.
+        """
+        reason = self._cursor_problem(cursor)
+        if reason is not None or cursor is None:
+            return reason or "no cursor", None
+        hdr = self._require_tracker().read_header()
+        pos = cursor.position
+        if pos is not None and hdr is not None and hdr.salts == pos.salts:
+            return None, pos
+        # Same file, nothing checkpointed since: the current generation (if any) starts at frame 0.
+        return None, None
+
+    def _cursor_problem(self, cursor: ReplicaCursor | None) -> str | None:
+        """Why ``cursor`` cannot be resumed from, or None if it can."""
+        live, tracker = self._require_live(), self._require_tracker()
+        if cursor is None:
+            return "no cursor"
+        if (cursor.st_dev, cursor.st_ino) != live.identity:
+            return "the database file was replaced"
+        if cursor.page_size != tracker.page_size:
+            return "the page size changed"
+        if cursor.encrypted != (self.cipher is not None):
+            return "encryption was turned on or off"
+        primary = self.storages[0]
+        for key in (layout.snapshot_key(self.db.name, cursor.backup), cursor.last_key):
+            if primary.stat(key) is None:
+                return f"object {key} is missing from {primary.describe()}"
+        beyond = [
+            ref
+            for info in primary.list(layout.backup_prefix(self.db.name, cursor.backup))
+            if (ref := layout.parse_key(self.db.name, info.key)) is not None
+            and ref.kind == "changeset"
+            and ref.last > cursor.seq
+        ]
+        if beyond:
+            # Shipped but not recorded (a crash between the upload and the cursor write).
+            return f"{len(beyond)} object(s) beyond the cursor"
+        pos = cursor.position
+        hdr = tracker.read_header()
+        if pos is not None and hdr is not None and hdr.salts == pos.salts:
+            if pos.next_frame == 0:
+                return None if hdr.checksum == (pos.ck1, pos.ck2) else "the WAL header changed"
+            with open(live.wal_path, "rb") as f:
+                f.seek(wal.frame_offset(pos.next_frame - 1, tracker.page_size))
+                raw = f.read(wal.FRAME_HEADER_SIZE)
+            if len(raw) == wal.FRAME_HEADER_SIZE:
+                fh = wal.parse_frame_header(raw)
+                if fh.salts == pos.salts and fh.checksum == (pos.ck1, pos.ck2) and fh.is_commit:
+                    return None
+            return "the WAL no longer holds the cursor's frame"
+        st = os.fstat(live.dbfd)
+        if (st.st_size, st.st_mtime_ns) == (cursor.db_size, cursor.db_mtime_ns):
+            # The WAL restarted or was truncated but nothing was checkpointed into the file since
+            # the cursor was saved: the current generation holds every later commit.
+            return None
+        return "the WAL was checkpointed while the daemon was down"
+
+    def _ship_all(self) -> int:
+        """Observe and ship every pending commit (called inside a read transaction)."""
+        tracker = self._require_tracker()
+        try:
+            tracker.observe(self.clock())
+        finally:
+            self._update_lag()
+        total = 0
+        while tracker.pending:
+            batch = tracker.take(MAX_CHANGESET_BYTES)
+            self._ship(batch)
+            tracker.shipped(batch)
+            total += len(batch)
+        self._update_lag()
+        return total
+
+    def _ship(self, commits: list[PendingCommit]) -> None:
+        cursor = self._require_cursor()
+        tracker = self._require_tracker()
+        ps = tracker.page_size
+        first = cursor.seq + 1
+        last = cursor.seq + len(commits)
+        records = []
+        for i, c in enumerate(commits):
+            pages = tracker.read_pages(c)
+            records.append(CommitRecord(first + i, c.time, c.db_pages, pages, pgnos=pages.pgnos))
+        position = tracker.position_after(commits)
+        header = changeset_header(
+            db=self.db.name,
+            backup=cursor.backup,
+            first=first,
+            last=last,
+            page_size=ps,
+            codec=self.db.compression,
+            encrypted=self.cipher is not None,
+            created=self.clock(),
+            prev=cursor.last_link,
+            t_first=commits[0].time,
+            t_last=commits[-1].time,
+            db_pages=commits[-1].db_pages,
+            position=None if position is None else position.to_dict(),
+        )
+        key = layout.changeset_key(self.db.name, cursor.backup, 0, first, last)
+        footer, size = self._put(key, header, lambda: changeset_frames(records, ps))
+        self.status.changesets += 1
+        self.status.bytes_shipped += size
+        self._save_cursor(
+            replace(
+                cursor,
+                seq=last,
+                last_key=key,
+                last_link=footer.hash,
+                last_time=commits[-1].time,
+                position=position,
+                changesets=cursor.changesets + 1,
+            )
+        )
+
+    def _put(
+        self, key: str, header: ObjectHeader, frames: Callable[[], Iterable[bytes]], cold: bool = False
+    ) -> tuple[ObjectFooter, int]:
+        """Write one object to every sync destination (lock-step); return its footer and size."""
+        writers: list[ObjectWriter] = []
+
+        def chunks() -> Iterator[bytes]:
+            w = ObjectWriter(header, self.cipher)
+            writers.append(w)
+            yield from w.chunks(frames())
+
+        size = 0
+        for storage in self.storages:
+            size = storage.put_stream(key, Restartable(chunks), cold=cold)
+        footer = writers[-1].footer
+        if footer is None:
+            raise BackendError(f"object {key} was not written completely")
+        return footer, size
+
+    def _save_cursor(self, cursor: ReplicaCursor) -> None:
+        live = self._require_live()
+        st = os.fstat(live.dbfd)
+        cursor = replace(cursor, db_size=st.st_size, db_mtime_ns=st.st_mtime_ns)
+        save_cursor(Path(self.db.path), self.db.name, cursor)
+        self.cursor = cursor
+
+    def _new_backup(self) -> None:
+        """Take a full snapshot as the base of a new backup (inside our read transaction)."""
+        live, tracker = self._require_live(), self._require_tracker()
+        gate = self.snapshot_gate
+        if gate is not None:
+            gate.acquire()
+        try:
+            self.status.state = "snapshotting"
+            now = self.clock()
+            plan = plan_snapshot(live)
+            backup = layout.new_backup_id(now)
+            header = snapshot_header(
+                db=self.db.name,
+                backup=backup,
+                page_size=plan.page_size,
+                db_pages=plan.db_pages,
+                commit_time=now,
+                codec=self.db.compression,
+                encrypted=self.cipher is not None,
+                created=now,
+                position=None if plan.position is None else plan.position.to_dict(),
+            )
+            key = layout.snapshot_key(self.db.name, backup)
+            footer, size = self._put(key, header, lambda: snapshot_frames(live, plan), cold=True)
+            st = os.fstat(live.dbfd)
+            cursor = ReplicaCursor(
+                db_path=str(self.db.path),
+                st_dev=live.identity[0],
+                st_ino=live.identity[1],
+                page_size=plan.page_size,
+                backup=backup,
+                seq=0,
+                last_key=key,
+                last_link=footer.hash,
+                last_time=now,
+                position=plan.position,
+                db_size=st.st_size,
+                db_mtime_ns=st.st_mtime_ns,
+                codec=self.db.compression,
+                encrypted=self.cipher is not None,
+            )
+            self._save_cursor(cursor)
+            tracker.reset(plan.position)
+            for storage in self.storages:
+                storage.put(layout.current_key(self.db.name), backup.encode() + b"\n")
+            self.status.snapshots += 1
+            self.status.bytes_shipped += size
+            self.status.backup = backup
+            logger.info(
+                "%s: new backup %s: %d pages of %d bytes",
+                self.db.name,
+                backup,
+                plan.db_pages,
+                plan.page_size,
+                extra={"database": self.db.name, "backup": backup},
+            )
+        finally:
+            if gate is not None:
+                gate.release()

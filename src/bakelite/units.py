@@ -46,13 +46,13 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 def parse_duration(value: object, key: str = "duration") -> float:
     """Parse a unit-suffixed duration such as ``"250ms"`` or ``"7d"`` into seconds."""
-    if isinstance(value, bool) or isinstance(value, int | float):
+    if isinstance(value, bool | int | float):
         raise ConfigError(
             f"{key}: a duration needs a unit, got bare number {value!r}",
             hint=f'write it as a string with a unit, e.g. "{value}s"; units: {DURATION_UNITS_TEXT}',
         )
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a duration string like \"30s\", got {type(value).__name__}")
+        raise ConfigError(f'{key}: expected a duration string like "30s", got {type(value).__name__}')
     m = _DURATION_RE.match(value)
     if not m:
         if value.strip().replace(".", "", 1).isdigit():
@@ -64,7 +64,9 @@ def parse_duration(value: object, key: str = "duration") -> float:
     number, unit = m.group(1), m.group(2)
     factor = DURATION_UNITS.get(unit)
     if factor is None:
-        raise ConfigError(f"{key}: unknown duration unit {unit!r} in {value!r}", hint=f"units: {DURATION_UNITS_TEXT}")
+        raise ConfigError(
+            f"{key}: unknown duration unit {unit!r} in {value!r}", hint=f"units: {DURATION_UNITS_TEXT}"
+        )
     return float(number) * factor
 
 
@@ -90,7 +92,7 @@ def parse_size(value: object, key: str = "size") -> int:
             raise ConfigError(f"{key}: a size cannot be negative ({value})")
         return value
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a byte size like \"16MiB\", got {type(value).__name__}")
+        raise ConfigError(f'{key}: expected a byte size like "16MiB", got {type(value).__name__}')
     m = _SIZE_RE.match(value)
     if not m:
         raise ConfigError(f"{key}: cannot read size {value!r}", hint=f"use {SIZE_UNITS_TEXT}")

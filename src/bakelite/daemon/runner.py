@@ -1,0 +1,45 @@
+"""Running the daemon in the foreground: signals, storages, and the exit status."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from bakelite.config.model import DaemonSettings, Database
+from bakelite.daemon.supervisor import Supervisor
+from bakelite.storage.base import Storage
+from bakelite.storage.registry import open_storage
+from bakelite.storage.retry import RetryingStorage
+
+logger = logging.getLogger(__name__)
+
+
+def open_sync_storages(db: Database) -> list[Storage]:
+    """The database's sync destinations, each with retries of transient errors."""
+    return [RetryingStorage(open_storage(b)) for b in db.sync_backends]
+
+
+def run_daemon(databases: tuple[Database, ...], settings: DaemonSettings) -> int:
+    """Replicate ``databases`` until SIGTERM/SIGINT; 0 after a clean drain."""
+    sup = Supervisor(
+        databases,
+        open_sync_storages,
+        max_concurrent_snapshots=settings.effective_max_concurrent_snapshots,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: shipping what is committed, then stopping", signal.Signals(signum).name)
+        sup.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    logger.info("bakelite daemon starting for %d database(s)", len(databases))
+    sup.run()
+    fatal = sup.fatal_errors()
+    if fatal and len(fatal) == len(databases):
+        raise fatal[0]
+    logger.info("bakelite daemon stopped")
+    return 0

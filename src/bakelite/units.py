@@ -7,6 +7,7 @@ byte counts, SI units (1000-based) and IEC units (1024-based).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from bakelite.errors import ConfigError
 
@@ -67,7 +68,8 @@ def parse_duration(value: object, key: str = "duration") -> float:
         raise ConfigError(
             f"{key}: unknown duration unit {unit!r} in {value!r}", hint=f"units: {DURATION_UNITS_TEXT}"
         )
-    return float(number) * factor
+    # Exact decimal arithmetic, so "9ms" is exactly the float nearest 0.009 and printing round-trips.
+    return float(Decimal(number) * Decimal(round(factor * 1000)) / 1000)
 
 
 def format_duration(seconds: float) -> str:
@@ -101,8 +103,8 @@ def parse_size(value: object, key: str = "size") -> int:
     if factor is None:
         raise ConfigError(f"{key}: unknown size unit {unit!r} in {value!r}", hint=f"use {SIZE_UNITS_TEXT}")
     # "MB" vs "mb": only the documented spellings' case-insensitive forms are accepted.
-    result = float(number) * factor
-    if result != int(result):
+    result = Decimal(number) * factor
+    if result != result.to_integral_value():
         raise ConfigError(f"{key}: {value!r} is not a whole number of bytes")
     return int(result)
 

@@ -77,6 +77,7 @@ class DatabaseReplicator:
         self.tracker: WalTracker | None = None
         self.cursor: ReplicaCursor | None = None
         self.status = ReplicatorStatus()
+        self._missed_observe = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -137,6 +138,8 @@ class DatabaseReplicator:
     def observe(self) -> None:
         """Stamp newly committed transactions with the current time (cheap; skipped if busy)."""
         if not self.lock.acquire(blocking=False):
+            # Busy shipping: the running operation stamps these commits before it lets go.
+            self._missed_observe = True
             return
         try:
             if self.tracker is not None and self.cursor is not None and self.live is not None:
@@ -157,7 +160,16 @@ class DatabaseReplicator:
                 self._new_backup()
                 shipped = 0
             self._ok()
+            self._catch_up_observe()
             return shipped
+
+    def _catch_up_observe(self) -> None:
+        """Stamp commits whose change events arrived while the lock was held."""
+        if self._missed_observe and self.tracker is not None:
+            self._missed_observe = False
+            with contextlib.suppress(GapError):
+                self.tracker.observe(self.clock())
+            self._update_lag()
 
     def maybe_checkpoint(self) -> bool:
         """Checkpoint (and TRUNCATE) once the WAL passes max_wal_size; True if one ran."""
@@ -173,6 +185,7 @@ class DatabaseReplicator:
                 self.status.truncates += 1
             # The checkpoint wrote the database file: record its new size and mtime.
             self._save_cursor(self._require_cursor())
+            self._catch_up_observe()
             return True
 
     def snapshot_due(self) -> bool:

@@ -14,7 +14,9 @@ The vectorised verifier uses the closed form of that linear recurrence: with ``A
 one word pair maps ``v -> A·v + (x0, x0 + x1)``, so a frame of ``n`` pairs gives
 ``out = Aⁿ·s_in + C·x`` for a coefficient matrix ``C`` that depends only on the page size.  Every
 frame is checked from its predecessor's *stored* checksum, so all frames of a batch are checked
-independently with one matrix product; the chain of the valid prefix then holds by induction.
+independently and at once; the chain of the valid prefix then holds by induction.  ``C·x`` is
+computed in uint32: Z/2³² is a ring, so wrapping products and sums give the exact result mod 2³²
+with no widening (and no copy of little-endian words on a little-endian host).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ _FRAME_HEADER_STRUCT: Final = struct.Struct(">6I")
 # Large enough to amortise the per-batch numpy overhead, small enough that a stale tail after a
 # WAL restart costs at most one batch of wasted work before the scan stops.
 _BATCH_BYTES: Final = 4 << 20
+# An elementwise multiply plus row sum over cache-sized blocks runs about 1.6x faster here than
+# numpy's integer matmul, which has no BLAS and no SIMD kernel.
+_PRODUCT_BYTES: Final = 512 << 10
 
 
 @dataclass(frozen=True)
@@ -173,11 +178,11 @@ def parse_frame_header(data: BytesLike, offset: int = 0) -> FrameHeader:
 
 def frame_page(buf: BytesLike, header: WalHeader, index_in_buf: int) -> memoryview:
     """The page bytes of the ``index_in_buf``-th frame of ``buf`` (a view, no copy)."""
-    fsz = header.frame_size
-    start = index_in_buf * fsz + FRAME_HEADER_SIZE
-    if index_in_buf < 0 or start + header.page_size > len(buf):
-        raise IndexError(f"frame {index_in_buf} is not complete in a buffer of {len(buf)} bytes")
-    return memoryview(buf).cast("B")[start : start + header.page_size]
+    mv = memoryview(buf).cast("B")
+    start = index_in_buf * header.frame_size + FRAME_HEADER_SIZE
+    if index_in_buf < 0 or start + header.page_size > len(mv):
+        raise IndexError(f"frame {index_in_buf} is not complete in a buffer of {len(mv)} bytes")
+    return mv[start : start + header.page_size]
 
 
 # ---------------------------------------------------------------------------- closed form
@@ -185,7 +190,7 @@ def frame_page(buf: BytesLike, header: WalHeader, index_in_buf: int) -> memoryvi
 
 @dataclass(frozen=True)
 class _Coefficients:
-    matrix: U32Array  # (words per frame, 2): out = matrix.T·frame_words + power·s_in (mod 2**32)
+    rows: U32Array  # (2, words per frame): out = rows·frame_words + power·s_in (mod 2**32)
     power: tuple[int, int, int, int]  # Aⁿ as (a, b, c, d), row-major
 
 
@@ -203,14 +208,14 @@ def _coefficients(page_size: int) -> _Coefficients:
     rev = powers[pairs - 1 :: -1]
     mask = np.uint64(_MASK)
     first = np.concatenate(([0], np.arange(6, words_per_frame, 2)))  # word index of each x0
-    matrix = np.zeros((words_per_frame, 2), dtype=np.uint32)
-    matrix[first, 0] = (rev[:, 0] + rev[:, 1]) & mask
-    matrix[first, 1] = (rev[:, 2] + rev[:, 3]) & mask
-    matrix[first + 1, 0] = rev[:, 1]
-    matrix[first + 1, 1] = rev[:, 3]
-    matrix.setflags(write=False)  # shared through the cache
+    rows = np.zeros((2, words_per_frame), dtype=np.uint32)  # zero for salts and stored checksum
+    rows[0, first] = (rev[:, 0] + rev[:, 1]) & mask
+    rows[1, first] = (rev[:, 2] + rev[:, 3]) & mask
+    rows[0, first + 1] = rev[:, 1]
+    rows[1, first + 1] = rev[:, 3]
+    rows.setflags(write=False)  # shared through the cache
     pa, pb, pc, pd = (int(v) for v in powers[pairs])
-    return _Coefficients(matrix, (pa, pb, pc, pd))
+    return _Coefficients(rows, (pa, pb, pc, pd))
 
 
 def _words(buf: memoryview, page_size: int, first: int, count: int, dtype: str) -> U32Array:
@@ -225,10 +230,17 @@ def _closed_form(
 ) -> tuple[U32Array, U32Array]:
     """Checksum of each frame row, each chained from the previous row's stored checksum."""
     coeffs = _coefficients(page_size)
-    # uint32 arithmetic wraps mod 2**32, and Z/2**32 is a ring, so the products and sums need no
-    # widening; this also lets little-endian words on a little-endian host skip any copy.
-    native = words if words.dtype.isnative else words.astype(np.uint32)
-    prod: U32Array = native @ coeffs.matrix
+    count, width = words.shape
+    prod = np.empty((count, 2), dtype=np.uint32)
+    step = max(1, _PRODUCT_BYTES // (4 * width))
+    scratch = np.empty((min(step, count), width), dtype=np.uint32)
+    for lo in range(0, count, step):
+        block = words[lo : lo + step]
+        tmp = scratch[: len(block)]
+        for col in (0, 1):
+            # uint32 wraps mod 2**32: exactly the arithmetic of the checksum (see module docstring).
+            np.multiply(block, coeffs.rows[col], out=tmp)
+            np.add.reduce(tmp, axis=1, dtype=np.uint32, out=prod[lo : lo + len(block), col])
     prev1 = np.empty(len(words), dtype=np.uint32)
     prev2 = np.empty(len(words), dtype=np.uint32)
     prev1[0], prev2[0] = s
@@ -241,8 +253,7 @@ def _closed_form(
 
 
 def frame_checksums(buf: BytesLike, header: WalHeader, s: tuple[int, int]) -> U32Array:
-    """Closed-form checksum of each whole frame in ``buf``, each chained from its predecessor's
-    stored checksum (the first from ``s``), as an (n, 2) array."""
+    """(n, 2) closed-form checksums of the frames in ``buf``, each from its predecessor's stored one."""
     mv = memoryview(buf).cast("B")
     count = len(mv) // header.frame_size
     if count == 0:
@@ -264,8 +275,8 @@ def scan_frames(
     *,
     verify: str = "numpy",
 ) -> ScanResult:
-    """Find the valid prefix of the frames in ``buf`` (which starts at frame ``start_frame``) and
-    the commits in it; ``s`` is the running checksum before frame ``start_frame``."""
+    """Valid prefix and commits of the frames in ``buf``, which starts at frame ``start_frame``."""
+    # s is the running checksum after frame start_frame - 1 (the header checksum for frame 0).
     if start_frame < 0:
         raise ValueError(f"start_frame must be >= 0, got {start_frame}")
     mv = memoryview(buf).cast("B")
@@ -334,10 +345,14 @@ def _scan_numpy(mv: memoryview, header: WalHeader, start_frame: int, s: tuple[in
         valid = int(bad[0]) if bad.size else count
         if valid:
             pgno_parts.append(fields[:valid, 0].copy())
-            db_pages = fields[:valid, 1]
-            for i in np.flatnonzero(db_pages).tolist():
-                commits.append(Commit(start_frame + done + i, int(db_pages[i])))
-                at_commit = (int(fields[i, 4]), int(fields[i, 5]))
+            where = np.flatnonzero(fields[:valid, 1])
+            if where.size:
+                # tolist() once: per-element numpy scalar access dominated small-commit workloads.
+                base = start_frame + done
+                pages = fields[where, 1].tolist()
+                commits.extend(Commit(base + i, n) for i, n in zip(where.tolist(), pages, strict=True))
+                last = int(where[-1])
+                at_commit = (int(fields[last, 4]), int(fields[last, 5]))
             prev = (int(fields[valid - 1, 4]), int(fields[valid - 1, 5]))
         done += valid
         if valid < count:

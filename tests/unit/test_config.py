@@ -950,7 +950,8 @@ REJECTIONS: list[tuple[str, str, str]] = [
     (
         "top-level-encryption",
         "[encryption]\nkey_file = '/k'\n" + with_db(),
-        "unknown top-level key 'encryption'; encryption goes in [defaults.encryption] or a [database.encryption] table",
+        "unknown top-level key 'encryption'; encryption goes in [defaults.encryption] "
+        "or a [database.encryption] table",
     ),
     (
         "tunable-at-top-level",

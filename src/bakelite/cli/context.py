@@ -10,11 +10,12 @@ import argparse
 from typing import TYPE_CHECKING
 
 from bakelite import log
-from bakelite.errors import BakeliteError, ConfigError, NotAvailableError
+from bakelite.errors import BakeliteError, ConfigError, NotAvailableError, UsageError
 from bakelite.units import parse_duration
 
 if TYPE_CHECKING:
     from bakelite.config.model import Config, Database
+    from bakelite.storage.base import Storage
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -35,6 +36,24 @@ def selected(args: argparse.Namespace, config: Config) -> tuple[Database, ...]:
         where = f" in {config.source}" if config.source else ""
         raise ConfigError(f"no databases configured{where}", hint="add a [[database]] section")
     return databases
+
+
+def open_primary(db: Database) -> Storage:
+    """The database's primary destination (its first sync backend), with retries."""
+    from bakelite.storage.registry import open_storage
+    from bakelite.storage.retry import RetryingStorage
+
+    backend = (db.sync_backends or db.backends)[0]
+    return RetryingStorage(open_storage(backend))
+
+
+def single(args: argparse.Namespace, config: Config, command: str) -> Database:
+    """The one database a command needs: ``--db``, or the only one configured."""
+    databases = selected(args, config)
+    if len(databases) != 1:
+        names = ", ".join(d.name for d in databases)
+        raise UsageError(f"{command} needs --db NAME", hint=f"configured databases: {names}")
+    return databases[0]
 
 
 def not_available(name: str) -> NotAvailableError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bakelite.cli import context
+from bakelite.cli import context, render
 
 HELP = "list what is restorable: databases, restore points, backup structure"
 DESCRIPTION = """\
@@ -15,7 +15,7 @@ EXAMPLES = """\
 bakelite list --config bakelite.toml                    # one row per database
 bakelite list --db app --config bakelite.toml           # the database's restore points
 bakelite list --db app --verbose --config bakelite.toml # + the full backup structure"""
-AVAILABLE = False
+AVAILABLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,4 +25,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List restorable state."""
-    raise context.not_available("list")
+    from bakelite.ops.listing import (
+        list_databases,
+        list_restore_points,
+        render_fleet_text,
+        render_listing_text,
+    )
+
+    config = context.load(args)
+    if args.db:
+        db = config.database(args.db)
+        storage = context.open_primary(db)
+        try:
+            listing = list_restore_points(db, storage, verbose=args.verbose)
+        finally:
+            storage.close()
+        render.emit(listing, args.json, text=render_listing_text)
+        return 0
+    storages = {d.name: context.open_primary(d) for d in context.selected(args, config)}
+    try:
+        fleet = list_databases(config, storages)
+    finally:
+        for storage in storages.values():
+            storage.close()
+    render.emit(fleet, args.json, text=render_fleet_text)
+    return fleet.exit_code

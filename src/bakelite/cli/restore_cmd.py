@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bakelite.cli import context
+from bakelite.cli import context, render
 
 HELP = "rebuild a database from its replica: the latest state or a point in time"
 DESCRIPTION = """\
@@ -28,7 +28,7 @@ bakelite restore --db app --output /tmp/an-hour-ago.db \\
 
 # On boot: restore in place on an empty volume, otherwise do nothing.
 bakelite restore --db app --if-db-not-exists --if-replica-exists --config /etc/bakelite/bakelite.toml"""
-AVAILABLE = False
+AVAILABLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,4 +49,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Restore a database."""
-    raise context.not_available("restore")
+    from bakelite.ops.restore import restore
+    from bakelite.ops.restore_text import render_restore_text
+    from bakelite.units import format_size
+
+    config = context.load(args)
+    db = context.single(args, config, "restore")
+    storage = context.open_primary(db)
+    try:
+        with render.Progress("restoring", as_json=args.json, unit=format_size) as progress:
+            report = restore(
+                db,
+                storage,
+                output=args.output,
+                timestamp=args.timestamp,
+                if_db_not_exists=args.if_db_not_exists,
+                if_replica_exists=args.if_replica_exists,
+                progress=progress.update,
+            )
+    finally:
+        storage.close()
+    render.emit(report, args.json, text=render_restore_text)
+    return 0

@@ -144,7 +144,7 @@ class DatabaseReplicator:
         try:
             if self.tracker is not None and self.cursor is not None and self.live is not None:
                 with contextlib.suppress(GapError):
-                    self.tracker.observe(self.clock())
+                    self.tracker.observe(self.clock(), force=False)
                 self._update_lag()
         finally:
             self.lock.release()

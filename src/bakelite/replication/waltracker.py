@@ -22,6 +22,7 @@ from bakelite.sqlite import wal
 
 _FIRST_CHUNK_FRAMES = 64
 _MAX_CHUNK_BYTES = 32 * 1024 * 1024
+_RESCAN_THROTTLE_BYTES = 16 * 1024 * 1024
 
 
 class GapError(BakeliteError):
@@ -89,26 +90,22 @@ class WalTracker:
         # Position after the last commit frame observed (shipped or pending).
         self.commit_next = 0
         self.commit_ck: tuple[int, int] = (0, 0)
-        # Scan-ahead over frames of a transaction still in progress (avoids rescanning it).
-        self.ahead_next = 0
-        self.ahead_ck: tuple[int, int] = (0, 0)
-        self.ahead_pgnos: list[int] = []
         self.pending: list[PendingCommit] = []
         self.header: wal.WalHeader | None = None
+        self._last_scan = 0.0
 
     # ------------------------------------------------------------------ position
     def reset(self, position: WalPosition | None) -> None:
         """Continue from ``position`` (after a snapshot or a validated cursor); drop pending."""
         self.pending = []
-        self.ahead_pgnos = []
         if position is None:
             self.gen = None
-            self.commit_next = self.ahead_next = 0
-            self.commit_ck = self.ahead_ck = (0, 0)
+            self.commit_next = 0
+            self.commit_ck = (0, 0)
         else:
             self.gen = position.salts
-            self.commit_next = self.ahead_next = position.next_frame
-            self.commit_ck = self.ahead_ck = (position.ck1, position.ck2)
+            self.commit_next = position.next_frame
+            self.commit_ck = (position.ck1, position.ck2)
 
     def position_after(self, commits: Sequence[PendingCommit]) -> WalPosition | None:
         """The WAL position just after the last of ``commits`` (or the current base if none)."""
@@ -133,8 +130,12 @@ class WalTracker:
             return 0
 
     # ------------------------------------------------------------------ observing
-    def observe(self, now: float) -> int:
-        """Scan frames written since the last call; stamp new commits with ``now``; return their count."""
+    def observe(self, now: float, force: bool = True) -> int:
+        """Scan frames written since the last commit seen; stamp new commits with ``now``.
+
+        Returns how many new commits were found.  With ``force=False`` (change events) a scan of a
+        very large in-progress transaction is skipped if one ran in the last 250 ms.
+        """
         try:
             f = open(self.wal_path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
@@ -155,29 +156,22 @@ class WalTracker:
                     raise GapError("the WAL restarted while commits were waiting to be shipped")
                 # A new generation: everything of the previous one was shipped (protocol I1-I3).
                 self.gen = hdr.salts
-                self.commit_next = self.ahead_next = 0
-                self.commit_ck = self.ahead_ck = hdr.checksum
-                self.ahead_pgnos = []
-            start, s = self._resume_point(f)
-            return self._scan_from(f, hdr, start, s, now)
-
-    def _resume_point(self, f: Any) -> tuple[int, tuple[int, int]]:
-        # Continue after the scanned-ahead frames only if the last of them is unchanged: a
-        # rolled-back transaction's frames get overwritten by the next one.
-        if self.ahead_next > self.commit_next:
-            f.seek(wal.frame_offset(self.ahead_next - 1, self.page_size))
-            raw = f.read(wal.FRAME_HEADER_SIZE)
-            if len(raw) == wal.FRAME_HEADER_SIZE:
-                fh = wal.parse_frame_header(raw)
-                if fh.salts == self.gen and fh.checksum == self.ahead_ck:
-                    return self.ahead_next, self.ahead_ck
-        self.ahead_next, self.ahead_ck, self.ahead_pgnos = self.commit_next, self.commit_ck, []
-        return self.commit_next, self.commit_ck
+                self.commit_next = 0
+                self.commit_ck = hdr.checksum
+            # Always rescan from the last commit: a rolled-back transaction's frames are
+            # overwritten from there by the next one, and any frame past the overwritten ones may
+            # still look intact, so frames after the last commit are never trusted across calls.
+            in_progress = self.wal_size() - wal.frame_offset(self.commit_next, self.page_size)
+            if not force and in_progress > _RESCAN_THROTTLE_BYTES and now - self._last_scan < 0.25:
+                return 0  # a huge transaction in progress: rescanning it on every event is quadratic
+            self._last_scan = now
+            return self._scan_from(f, hdr, self.commit_next, self.commit_ck, now)
 
     def _scan_from(self, f: Any, hdr: wal.WalHeader, start: int, s: tuple[int, int], now: float) -> int:
         fsz = hdr.frame_size
         chunk_frames = _FIRST_CHUNK_FRAMES
         found = 0
+        txn_pgnos: list[int] = []  # frames of the transaction in progress, across chunks
         while True:
             f.seek(wal.frame_offset(start, self.page_size))
             buf = f.read(chunk_frames * fsz)
@@ -190,17 +184,16 @@ class WalTracker:
             consumed = 0
             for c in res.commits:
                 k = c.last_frame - start
-                # The transaction's frames: scanned-ahead ones, then this buffer's up to the commit.
-                txn = self.ahead_pgnos + pgnos[consumed : k + 1]
+                # The transaction's frames: earlier chunks' ones, then this chunk's up to the commit.
+                txn = txn_pgnos + pgnos[consumed : k + 1]
                 frames = {pg: self.commit_next + i for i, pg in enumerate(txn)}
                 end_ck = wal.parse_frame_header(buf, k * fsz).checksum
                 self.pending.append(PendingCommit(c.last_frame, c.db_pages, now, end_ck, frames, hdr.salts))
-                self.ahead_pgnos = []
+                txn_pgnos = []
                 consumed = k + 1
                 self.commit_next, self.commit_ck = c.last_frame + 1, end_ck
                 found += 1
-            self.ahead_pgnos += pgnos[consumed:]
-            self.ahead_next, self.ahead_ck = res.valid_frames, res.checksum_at_end
+            txn_pgnos += pgnos[consumed:]
             if nvalid < nframes or nframes < chunk_frames:
                 break  # reached the live end (or a stale tail) of this generation
             start, s = res.valid_frames, res.checksum_at_end
@@ -275,4 +268,3 @@ class WalPages(Sequence[tuple[int, bytes]]):
         if fh.salts != self.commit.salts or fh.pgno != pg:
             raise GapError(f"WAL frame {fi} was overwritten before it was shipped")
         return pg, raw[wal.FRAME_HEADER_SIZE :]
-

@@ -84,9 +84,10 @@ def test_rolled_back_frames_overwritten_by_a_shorter_commit(con: sqlite3.Connect
     out = tmp_path / "rebuilt.db"
     out.write_bytes(rebuilt)
     r = sqlite3.connect(f"file:{out}?immutable=1", uri=True)
-    assert r.execute("SELECT id, v FROM t ORDER BY id").fetchall() == con.execute(
-        "SELECT id, v FROM t ORDER BY id"
-    ).fetchall()
+    assert (
+        r.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+        == con.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    )
     assert r.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     r.close()
     assert db.exists()

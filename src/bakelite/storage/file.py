@@ -96,13 +96,13 @@ class FileStorage:
         tmp = os.path.join(parent, _TMP_PREFIX + secrets.token_hex(8))
         # A concurrent delete may remove the just-created (still empty) directory before the temp
         # file lands in it; making the directory again is enough, so try a few times.
-        for attempt in range(3):
+        for attempt in range(8):
             try:
                 self._make_dirs(parent)
                 # 0o666 lets the operator's umask decide, as any other file the daemon writes.
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
             except FileNotFoundError as e:
-                if attempt == 2:
+                if attempt == 7:
                     raise self._error(e, tmp, "creating") from e
             except OSError as e:
                 raise self._error(e, getattr(e, "filename", None) or tmp, "creating") from e
@@ -125,6 +125,9 @@ class FileStorage:
                 os.mkdir(path)
             except FileExistsError:
                 if not os.path.isdir(path):
+                    if not os.path.lexists(path):
+                        # Made and pruned again by a concurrent delete: the caller tries again.
+                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
                     raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
                 # Another writer made it; fsync anyway, since we cannot know it already has.
             # The new entry is only durable once its parent directory is fsynced.

@@ -16,10 +16,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bakelite.config.model import Database
-from bakelite.errors import BackendError, BakeliteError
+from bakelite.errors import BackendError, BakeliteError, CorruptionError
 from bakelite.format import layout
 from bakelite.format.changeset import CommitRecord, changeset_frames, changeset_header
-from bakelite.format.envelope import FrameCipher, ObjectFooter, ObjectHeader, ObjectWriter
+from bakelite.format.envelope import (
+    FrameCipher,
+    ObjectFooter,
+    ObjectHeader,
+    ObjectWriter,
+    chain_link,
+    decode_object,
+)
 from bakelite.format.snapshot import snapshot_header
 from bakelite.replication.cursor import ReplicaCursor, load_cursor, save_cursor
 from bakelite.replication.snapshotter import plan_snapshot, snapshot_frames
@@ -93,9 +100,10 @@ class DatabaseReplicator:
                 # I5: the first read transaction (and the resume copy) happen inside a writer freeze.
                 with live.freeze():
                     live.acquire_initial()
-                    reason, position = self._check_cursor(cursor)
-                    if reason is None and cursor is not None:
-                        self.cursor = cursor
+                    reason, resumed_at, position = self._check_cursor(cursor)
+                    if reason is None and resumed_at is not None:
+                        cursor = resumed_at
+                        self._save_cursor(cursor)
                         self.tracker.reset(position)
                         self._ship_all()
                         resumed = True
@@ -249,26 +257,33 @@ class DatabaseReplicator:
             self.status.oldest_unshipped = None
             self.status.last_sync = self.clock()
 
-    def _check_cursor(self, cursor: ReplicaCursor | None) -> tuple[str | None, WalPosition | None]:
-        """(None, where to continue) if ``cursor`` can be resumed, else (why not, None).
+    def _check_cursor(
+        self, cursor: ReplicaCursor | None
+    ) -> tuple[str | None, ReplicaCursor | None, WalPosition | None]:
+        """(None, cursor, where to continue) if replication can resume, else (why not, None, None).
 
-        Called inside the writer freeze, so the WAL cannot change while it is checked.
+        Called inside the writer freeze, so the WAL cannot change while it is checked.  Objects
+        found beyond the cursor (a crash between an upload and the cursor write) are adopted when
+        they verify and chain on, and deleted when they do not (they were never acknowledged).
         """
-        reason = self._cursor_problem(cursor)
-        if reason is not None or cursor is None:
-            return reason or "no cursor", None
+        if cursor is None:
+            return "no cursor", None, None
+        reason = self._cursor_identity_problem(cursor)
+        if reason is None:
+            cursor, reason = self._adopt_beyond(cursor)
+        if reason is None:
+            reason = self._wal_problem(cursor)
+        if reason is not None:
+            return reason, None, None
         hdr = self._require_tracker().read_header()
         pos = cursor.position
         if pos is not None and hdr is not None and hdr.salts == pos.salts:
-            return None, pos
+            return None, cursor, pos
         # Same file, nothing checkpointed since: the current generation (if any) starts at frame 0.
-        return None, None
+        return None, cursor, None
 
-    def _cursor_problem(self, cursor: ReplicaCursor | None) -> str | None:
-        """Why ``cursor`` cannot be resumed from, or None if it can."""
+    def _cursor_identity_problem(self, cursor: ReplicaCursor) -> str | None:
         live, tracker = self._require_live(), self._require_tracker()
-        if cursor is None:
-            return "no cursor"
         if (cursor.st_dev, cursor.st_ino) != live.identity:
             return "the database file was replaced"
         if cursor.page_size != tracker.page_size:
@@ -279,29 +294,81 @@ class DatabaseReplicator:
         for key in (layout.snapshot_key(self.db.name, cursor.backup), cursor.last_key):
             if primary.stat(key) is None:
                 return f"object {key} is missing from {primary.describe()}"
-        beyond = [
-            ref
-            for info in primary.list(layout.backup_prefix(self.db.name, cursor.backup))
-            if (ref := layout.parse_key(self.db.name, info.key)) is not None
-            and ref.kind == "changeset"
-            and ref.last > cursor.seq
-        ]
-        if beyond:
-            # Shipped but not recorded (a crash between the upload and the cursor write).
-            return f"{len(beyond)} object(s) beyond the cursor"
-        pos = cursor.position
+        return None
+
+    def _adopt_beyond(self, cursor: ReplicaCursor) -> tuple[ReplicaCursor, str | None]:
+        primary = self.storages[0]
+        beyond = sorted(
+            (
+                ref
+                for info in primary.list(layout.backup_prefix(self.db.name, cursor.backup))
+                if (ref := layout.parse_key(self.db.name, info.key)) is not None
+                and ref.kind == "changeset"
+                and ref.last > cursor.seq
+            ),
+            key=lambda r: (r.first, r.level),
+        )
+        for i, ref in enumerate(beyond):
+            adopted = self._try_adopt(cursor, ref)
+            if isinstance(adopted, str):
+                stale = [r.key for r in beyond[i:]]
+                if adopted == "corrupt":
+                    # Never acknowledged by the cursor and not restorable: remove the torn tail.
+                    logger.warning("%s: removing %d unacknowledged object(s)", self.db.name, len(stale))
+                    for storage in self.storages:
+                        storage.delete(stale)
+                    return cursor, None
+                return cursor, f"object {ref.key} beyond the cursor: {adopted}"
+            cursor = adopted
+            logger.info("%s: adopted %s shipped before a crash", self.db.name, ref.key)
+        return cursor, None
+
+    def _try_adopt(self, cursor: ReplicaCursor, ref: layout.ObjectRef) -> ReplicaCursor | str:
+        """The cursor advanced past ``ref`` if it verifies and chains on; else why not."""
+        primary = self.storages[0]
+        try:
+            data = primary.get(ref.key)
+            header, _, footer = decode_object(data, ref.key, self.cipher)
+        except CorruptionError:
+            return "corrupt"
+        if ref.first != cursor.seq + 1 or header.prev != cursor.last_link:
+            return "corrupt"
+        position = WalPosition.from_dict(header.meta.get("position"))
+        if position is None or self._position_problem(position) is not None:
+            return "its WAL position is gone"
+        t_last = float(header.meta.get("t_last", cursor.last_time))
+        return replace(
+            cursor,
+            seq=ref.last,
+            last_key=ref.key,
+            last_link=chain_link(header, footer),
+            last_time=t_last,
+            position=position,
+            changesets=cursor.changesets + 1,
+        )
+
+    def _position_problem(self, pos: WalPosition) -> str | None:
+        live, tracker = self._require_live(), self._require_tracker()
         hdr = tracker.read_header()
+        if hdr is None or hdr.salts != pos.salts:
+            return "the WAL generation changed"
+        if pos.next_frame == 0:
+            return None if hdr.checksum == (pos.ck1, pos.ck2) else "the WAL header changed"
+        with open(live.wal_path, "rb") as f:
+            f.seek(wal.frame_offset(pos.next_frame - 1, tracker.page_size))
+            raw = f.read(wal.FRAME_HEADER_SIZE)
+        if len(raw) == wal.FRAME_HEADER_SIZE:
+            fh = wal.parse_frame_header(raw)
+            if fh.salts == pos.salts and fh.checksum == (pos.ck1, pos.ck2) and fh.is_commit:
+                return None
+        return "the WAL no longer holds the cursor's frame"
+
+    def _wal_problem(self, cursor: ReplicaCursor) -> str | None:
+        live = self._require_live()
+        pos = cursor.position
+        hdr = self._require_tracker().read_header()
         if pos is not None and hdr is not None and hdr.salts == pos.salts:
-            if pos.next_frame == 0:
-                return None if hdr.checksum == (pos.ck1, pos.ck2) else "the WAL header changed"
-            with open(live.wal_path, "rb") as f:
-                f.seek(wal.frame_offset(pos.next_frame - 1, tracker.page_size))
-                raw = f.read(wal.FRAME_HEADER_SIZE)
-            if len(raw) == wal.FRAME_HEADER_SIZE:
-                fh = wal.parse_frame_header(raw)
-                if fh.salts == pos.salts and fh.checksum == (pos.ck1, pos.ck2) and fh.is_commit:
-                    return None
-            return "the WAL no longer holds the cursor's frame"
+            return self._position_problem(pos)
         st = os.fstat(live.dbfd)
         if (st.st_size, st.st_mtime_ns) == (cursor.db_size, cursor.db_mtime_ns):
             # The WAL restarted or was truncated but nothing was checkpointed into the file since

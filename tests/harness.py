@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,12 @@ class OracleError(AssertionError):
     """A restore that is not exactly a committed state."""
 
 
-def grade(restored: Path, log: list[Commit]) -> Verdict:
-    """The oracle: integrity ok, markers exactly {1..m}, digest equal to the one recorded at m."""
+def grade(restored: Path, log: list[Commit] | Callable[[], list[Commit]]) -> Verdict:
+    """The oracle: integrity ok, markers exactly {1..m}, digest equal to the one recorded at m.
+
+    ``log`` may be a function re-reading a running writer's log: a commit can be shipped before
+    the writer has logged it, so the grade waits (briefly) for the log to catch up.
+    """
     con = sqlite3.connect(f"file:{restored}?immutable=1", uri=True)
     try:
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
@@ -74,7 +79,12 @@ def grade(restored: Path, log: list[Commit]) -> Verdict:
         digest = workload.content_digest(con)
     finally:
         con.close()
-    by_seq = {c.seq: c for c in log}
+    commits = log() if callable(log) else log
+    deadline = time.time() + 10
+    while callable(log) and m and (not commits or commits[-1].seq < m) and time.time() < deadline:
+        time.sleep(0.05)
+        commits = log()
+    by_seq = {c.seq: c for c in commits}
     if m and m not in by_seq:
         raise OracleError(f"restored seq {m} is not a commit the workload made (log ends at {len(log)})")
     expected = by_seq[m].digest if m else None
@@ -90,7 +100,14 @@ class Deployment:
     root: Path
     name: str = "app"
     extra_config: str = ""
+    debounce: str = "50ms"
+    max_batch_delay: str = "200ms"
+    # The [[backends]] body (TOML lines after the header); empty means a file backend in root/backups.
+    backend_toml: str = ""
+    # Extra environment for every bakelite subprocess (backend credentials).
+    extra_env: dict[str, str] = field(default_factory=dict)
     daemon: subprocess.Popen[bytes] | None = None
+    daemon_started: float = 0.0
     daemon_log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,9 +123,11 @@ class Deployment:
         """(Re)write the config: by default this deployment's one database."""
         dbs = databases or [(self.name, self.db)]
         text = (
-            '[defaults]\ndebounce = "50ms"\nmax_batch_delay = "200ms"\nsafety_poll = "2s"\n'
+            f'[defaults]\ndebounce = "{self.debounce}"\nmax_batch_delay = "{self.max_batch_delay}"\n'
+            'safety_poll = "2s"\n'
             + self.extra_config
-            + f'\n[[backends]]\ntype = "file"\npath = "{self.backups}"\n'
+            + "\n[[backends]]\n"
+            + (self.backend_toml or f'type = "file"\npath = "{self.backups}"\n')
         )
         for name, path in dbs:
             text += f'\n[[database]]\nname = "{name}"\npath = "{path}"\n'
@@ -116,7 +135,7 @@ class Deployment:
 
     def env(self) -> dict[str, str]:
         """Environment for bakelite subprocesses (no host env files)."""
-        return dict(os.environ, BAKELITE_ENV_FILE=os.devnull, PYTHONUNBUFFERED="1")
+        return dict(os.environ, BAKELITE_ENV_FILE=os.devnull, PYTHONUNBUFFERED="1", **self.extra_env)
 
     def bakelite(
         self, *args: str, check: bool = False, timeout: float = 120
@@ -141,6 +160,7 @@ class Deployment:
 
     def start_daemon(self, *args: str) -> subprocess.Popen[bytes]:
         """Start ``bakelite daemon`` and wait until its first backup exists."""
+        self.daemon_started = time.time()
         with open(self.daemon_log, "ab") as logf:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "bakelite", "daemon", "--config", str(self.config), *args],
@@ -150,12 +170,32 @@ class Deployment:
             )
         return self.daemon
 
+    def start_faulty_daemon(
+        self, plan: str, seed: int = 0, outage_file: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the daemon with a fault-injecting wrapper around its destination."""
+        script = HERE / "torture" / "faulty_daemon.py"
+        args = [sys.executable, str(script), str(self.config), plan, str(seed)]
+        if outage_file is not None:
+            args.append(str(outage_file))
+        self.daemon_started = time.time()
+        with open(self.daemon_log, "ab") as logf:
+            self.daemon = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=self.env())
+        return self.daemon
+
     def wait_replicating(self, name: str | None = None, timeout: float = 30) -> None:
-        """Wait until the daemon has written the database's cursor."""
-        cursor = self.root / ".bakelite" / f"{name or self.name}.cursor"
+        """Wait until the current daemon holds the database's lock and has (re)written its cursor."""
+        state = self.root / ".bakelite"
+        cursor = state / f"{name or self.name}.cursor"
+        lock = state / f"{name or self.name}.lock"
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if cursor.exists():
+            try:
+                holder = lock.read_text().strip()
+                fresh = cursor.stat().st_mtime >= self.daemon_started - 0.05
+            except FileNotFoundError:
+                holder, fresh = "", False
+            if fresh and self.daemon is not None and holder == str(self.daemon.pid):
                 return
             if self.daemon is not None and self.daemon.poll() is not None:
                 raise AssertionError(

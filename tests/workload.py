@@ -31,14 +31,46 @@ CREATE INDEX IF NOT EXISTS data_k ON data(k);
 USER_TABLES = ("marker", "log", "data")
 
 
+_MOD = 1 << 256
+
+
+def row_hash(table: str, row: tuple[object, ...]) -> int:
+    """BLAKE3 of one row, as a number (rows combine by addition, so order does not matter)."""
+    return int.from_bytes(blake3.blake3(f"{table}:{row!r}".encode()).digest(), "big")
+
+
 def content_digest(con: sqlite3.Connection) -> str:
-    """BLAKE3 over every row of every user table, in primary-key order."""
-    h = blake3.blake3()
+    """Digest of every row of every user table: the sum of the rows' BLAKE3 hashes mod 2**256.
+
+    Additive, so the writer keeps it up to date per change (``RunningDigest``) instead of
+    rehashing the whole database after every commit.
+    """
+    total = 0
     for table in USER_TABLES:
-        h.update(table.encode())
-        for row in con.execute(f"SELECT * FROM {table} ORDER BY 1"):
-            h.update(repr(row).encode())
-    return h.hexdigest()
+        for row in con.execute(f"SELECT * FROM {table}"):
+            total = (total + row_hash(table, tuple(row))) % _MOD
+    return f"{total:064x}"
+
+
+class RunningDigest:
+    """``content_digest`` maintained incrementally from the rows each commit adds and removes."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.total = int(content_digest(con), 16)
+        self.staged = self.total
+
+    def add(self, table: str, row: tuple[object, ...]) -> None:
+        """A row the open transaction inserted."""
+        self.staged = (self.staged + row_hash(table, row)) % _MOD
+
+    def remove(self, table: str, row: tuple[object, ...]) -> None:
+        """A row the open transaction deleted (or replaced)."""
+        self.staged = (self.staged - row_hash(table, row)) % _MOD
+
+    def commit(self) -> str:
+        """The transaction committed: its changes count."""
+        self.total = self.staged
+        return f"{self.total:064x}"
 
 
 def markers(con: sqlite3.Connection) -> list[int]:
@@ -46,26 +78,39 @@ def markers(con: sqlite3.Connection) -> list[int]:
     return [r[0] for r in con.execute("SELECT seq FROM marker ORDER BY seq")]
 
 
-def one_commit(con: sqlite3.Connection, k: int, rng: random.Random, blob_every: int) -> None:
-    """The randomized body of commit ``k`` (inside an open transaction)."""
-    con.execute("INSERT INTO marker(seq, t) VALUES (?, ?)", (k, time.time()))
-    con.execute("INSERT INTO log(seq, note) VALUES (?, ?)", (k, f"commit {k} " + "x" * rng.randint(0, 80)))
+def _put_data(con: sqlite3.Connection, d: RunningDigest, row: tuple[int, str, bytes]) -> None:
+    old = con.execute("SELECT id, k, v FROM data WHERE id = ?", (row[0],)).fetchone()
+    if old is not None:
+        d.remove("data", tuple(old))
+    con.execute("INSERT OR REPLACE INTO data(id, k, v) VALUES (?, ?, ?)", row)
+    d.add("data", row)
+
+
+def one_commit(
+    con: sqlite3.Connection, k: int, rng: random.Random, blob_every: int, d: RunningDigest
+) -> None:
+    """The randomized body of commit ``k`` (inside an open transaction), tracked in ``d``."""
+    t = time.time()
+    con.execute("INSERT INTO marker(seq, t) VALUES (?, ?)", (k, t))
+    d.add("marker", (k, t))
+    note = f"commit {k} " + "x" * rng.randint(0, 80)
+    con.execute("INSERT INTO log(seq, note) VALUES (?, ?)", (k, note))
+    d.add("log", (k, note))
     for _ in range(rng.randint(0, 3)):
-        con.execute(
-            "INSERT OR REPLACE INTO data(id, k, v) VALUES (?, ?, ?)",
-            (rng.randint(1, 2000), f"key{rng.randint(0, 99)}", rng.randbytes(rng.randint(10, 300))),
-        )
+        _put_data(con, d, (rng.randint(1, 2000), f"key{rng.randint(0, 99)}", rng.randbytes(rng.randint(10, 300))))
     if rng.random() < 0.2:
-        con.execute("UPDATE data SET v = ? WHERE id = ?", (rng.randbytes(50), rng.randint(1, 2000)))
+        old = con.execute("SELECT id, k, v FROM data WHERE id = ?", (rng.randint(1, 2000),)).fetchone()
+        if old is not None:
+            _put_data(con, d, (old[0], old[1], rng.randbytes(50)))
     if rng.random() < 0.05:
         lo = rng.randint(1, 2000)
-        con.execute("DELETE FROM data WHERE id BETWEEN ? AND ?", (lo, lo + rng.randint(0, 20)))
+        hi = lo + rng.randint(0, 20)
+        for old in con.execute("SELECT id, k, v FROM data WHERE id BETWEEN ? AND ?", (lo, hi)).fetchall():
+            d.remove("data", tuple(old))
+        con.execute("DELETE FROM data WHERE id BETWEEN ? AND ?", (lo, hi))
     if blob_every and k % blob_every == 0:
         # Larger than a page: stored across overflow pages.
-        con.execute(
-            "INSERT OR REPLACE INTO data(id, k, v) VALUES (?, 'blob', ?)",
-            (rng.randint(1, 2000), rng.randbytes(rng.randint(5000, 40000))),
-        )
+        _put_data(con, d, (rng.randint(1, 2000), "blob", rng.randbytes(rng.randint(5000, 40000))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--truncate-every", type=int, default=0, help="run the app's own wal_checkpoint(TRUNCATE)")
     p.add_argument("--autocheckpoint", type=int, default=1000)
     p.add_argument("--rollback-every", type=int, default=0, help="spill and roll back a big transaction")
-    p.add_argument("--digest-every", type=int, default=1)
+    p.add_argument("--verify-digest", action="store_true", help="cross-check the running digest")
     p.add_argument("--stop-file", default=None, help="stop early when this file appears")
     a = p.parse_args(argv)
 
@@ -92,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     con.executescript(SCHEMA)
     start = (con.execute("SELECT max(seq) FROM marker").fetchone()[0] or 0) + 1
     rng = random.Random(a.seed * 1_000_003 + start)
+    digest = RunningDigest(con)
     stats = {"commits": 0, "vacuums": 0, "truncates": 0, "rollbacks": 0, "first": start, "last": start - 1}
     with open(a.log, "a", buffering=1) as logf:
         for k in range(start, start + a.commits):
@@ -108,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                 con.execute("PRAGMA cache_size=-2000")
                 stats["rollbacks"] += 1
             con.execute("BEGIN IMMEDIATE")
-            one_commit(con, k, rng, a.blob_every)
+            digest.staged = digest.total
+            one_commit(con, k, rng, a.blob_every, digest)
             con.execute("COMMIT")
             t = time.time()
-            digest = content_digest(con) if (a.digest_every and k % a.digest_every == 0) else None
-            logf.write(json.dumps({"seq": k, "t": t, "digest": digest}) + "\n")
+            logf.write(json.dumps({"seq": k, "t": t, "digest": digest.commit()}) + "\n")
+            if a.verify_digest and content_digest(con) != f"{digest.total:064x}":
+                raise SystemExit(f"running digest diverged from the table contents at commit {k}")
             stats["commits"] += 1
             stats["last"] = k
             if a.vacuum_every and k % a.vacuum_every == 0:

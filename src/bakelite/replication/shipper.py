@@ -85,6 +85,7 @@ class DatabaseReplicator:
         self.cursor: ReplicaCursor | None = None
         self.status = ReplicatorStatus()
         self._missed_observe = False
+        self._retry_batch = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -385,8 +386,15 @@ class DatabaseReplicator:
             self._update_lag()
         total = 0
         while tracker.pending:
-            batch = tracker.take(MAX_CHANGESET_BYTES)
+            # After a failed upload, retry exactly the same commits, so the retry lands on the
+            # same key and overwrites whatever the failed attempt left there.
+            if self._retry_batch:
+                batch = tracker.pending[: self._retry_batch]
+            else:
+                batch = tracker.take(MAX_CHANGESET_BYTES)
+            self._retry_batch = len(batch)
             self._ship(batch)
+            self._retry_batch = 0
             tracker.shipped(batch)
             total += len(batch)
         self._update_lag()
@@ -503,6 +511,7 @@ class DatabaseReplicator:
             )
             self._save_cursor(cursor)
             tracker.reset(plan.position)
+            self._retry_batch = 0
             for storage in self.storages:
                 storage.put(layout.current_key(self.db.name), backup.encode() + b"\n")
             self.status.snapshots += 1

@@ -35,6 +35,10 @@ corrupt     get, open,       return the data with one byte inverted (an empty re
 refuse      delete           raise ``DeleteRefusedError`` (WORM / Object Lock)
 lag         list             omit the keys written by the last ``lag`` puts (eventual
                              consistency); ``lag`` is a constructor argument, default 1
+crash       all              SIGKILL this process before doing anything (torture harness)
+crashafter  all              do the call, then SIGKILL this process (a crash between an
+                             object write and whatever was to follow it)
+crashmid    put_stream       pass two chunks on, then SIGKILL this process mid-upload
 =========== ================ ==================================================================
 
 ``calls`` counts every call per op (faulted or not); ``injected`` records ``(op, n, outcome)`` for
@@ -46,7 +50,9 @@ from __future__ import annotations
 import builtins
 import io
 import logging
+import os
 import random
+import signal
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -58,10 +64,10 @@ from bakelite.storage.base import ObjectInfo, Storage
 
 logger = logging.getLogger(__name__)
 
-_COMMON = frozenset({"ok", "transient", "timeout", "permanent", "outage"})
+_COMMON = frozenset({"ok", "transient", "timeout", "permanent", "outage", "crash", "crashafter"})
 _OUTCOMES: dict[str, frozenset[str]] = {
     "put": _COMMON | {"partial"},
-    "put_stream": _COMMON | {"partial"},
+    "put_stream": _COMMON | {"partial", "crashmid"},
     "get": _COMMON | {"corrupt"},
     "open": _COMMON | {"corrupt"},
     "get_range": _COMMON | {"corrupt"},
@@ -184,6 +190,8 @@ class FaultyStorage:
         outcome = self._decide("put_stream", key)
         if outcome == "partial":
             self._write_partial(key, b"".join(chunks), cold)
+        if outcome == "crashmid":
+            chunks = _die_after(chunks, 2)
         size = self.inner.put_stream(key, chunks, cold=cold)
         self._written(key)
         self._after("put_stream", key, outcome)
@@ -273,11 +281,15 @@ class FaultyStorage:
             raise PermanentBackendError(f"injected permanent failure: {where}", detail=f"call {n}")
         if outcome == "refuse":
             raise DeleteRefusedError(f"injected delete refusal: {where}", detail=f"call {n}")
+        if outcome == "crash":
+            _die()
         return outcome
 
     def _after(self, op: str, key: str, outcome: str) -> None:
         if outcome == "timeout":
             raise TransientBackendError(f"injected timeout after {op} {key} completed")
+        if outcome == "crashafter":
+            _die()
 
     def _write_partial(self, key: str, data: bytes, cold: bool) -> None:
         self.inner.put(key, data[: len(data) // 2], cold=cold)
@@ -298,3 +310,17 @@ class FaultyStorage:
         flipped = bytearray(data)
         flipped[pos] ^= 0xFF
         return bytes(flipped)
+
+
+def _die() -> None:
+    """Kill this process at once, as a power cut or OOM kill would (no cleanup, no flush)."""
+    logging.shutdown()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_after(chunks: Iterable[bytes], n: int) -> Iterator[bytes]:
+    for i, chunk in enumerate(chunks):
+        if i == n:
+            _die()
+        yield chunk
+    _die()

@@ -19,6 +19,7 @@ from bakelite.storage.file import FileStorage
 from bakelite.storage.memory import MemoryStorage
 from bakelite.storage.registry import PrefixedStorage
 from bakelite.storage.retry import RetryingStorage
+from servers import real_cloud_factories, storage_factories
 
 # Transient faults on every op, retried away: the contract must hold through the retry wrapper.
 _FLAKY = ";".join(
@@ -38,10 +39,18 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Storage]] = {
     "retrying-flaky-memory": lambda request, tmp: RetryingStorage(
         FaultyStorage(MemoryStorage(), _FLAKY, seed=3), attempts=20, sleep=_no_sleep
     ),
+    # s3 (moto), gcs (fake-gcs-server), azure (Azurite), sftp (OpenSSH): tests/servers.py.
+    **storage_factories(),
+    # Real clouds, only when their BAKELITE_TEST_* variables are set (marked `cloud`).
+    **real_cloud_factories(),
 }
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(
+    params=[
+        pytest.param(n, marks=pytest.mark.cloud) if n.startswith("real-") else n for n in sorted(BACKENDS)
+    ]
+)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     backend = BACKENDS[request.param](request, tmp_path)
     assert isinstance(backend, Storage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bakelite.cli import context
+from bakelite.cli import render
 
 HELP = "pre-flight checks: config, database, backends, format, keys, credentials"
 DESCRIPTION = """\
@@ -17,7 +17,7 @@ EXAMPLES = """\
 bakelite doctor --config bakelite.toml          # every database
 bakelite doctor --db app --config bakelite.toml # one database
 bakelite doctor --json --config bakelite.toml"""
-AVAILABLE = False
+AVAILABLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,5 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the checks."""
-    raise context.not_available("doctor")
+    """Run the checks; exit 1 on any failure."""
+    from bakelite import log
+    from bakelite.config.env import EnvReport, config_path, load_env_files
+    from bakelite.errors import ConfigError
+    from bakelite.ops.doctor import render_doctor_text, run_doctor
+
+    # Loaded here rather than by context.load: doctor reports what the env files contributed.
+    env: EnvReport | None = None
+    env_error: ConfigError | None = None
+    try:
+        env = load_env_files()
+    except ConfigError as e:
+        env_error = e
+    log.refresh()
+    report = run_doctor(config_path(getattr(args, "config", None)), args.db, env, env_error)
+    render.emit(report, args.json, text=render_doctor_text)
+    return report.exit_code

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from bakelite.cli import context
+from bakelite.cli import context, render
 
 HELP = "abort orphaned incomplete S3 multipart uploads (billed but invisible)"
 DESCRIPTION = """\
 A crash mid-snapshot can leave an unfinished multipart upload behind. The daemon sweeps these on
 its own; this runs the sweep now. Only uploads older than --min-age are aborted, so an upload in
-flight is never touched and it is safe with the daemon running. Does nothing on non-S3 backends.
-bakelite never deletes object versions: expire those with a bucket lifecycle policy."""
+flight is never touched and it is safe with the daemon running. Does nothing on non-S3 backends,
+nor without static AWS credentials in the environment (it says so). bakelite never deletes object
+versions: expire those with a bucket lifecycle policy."""
 EXAMPLES = """\
 bakelite reclaim --config bakelite.toml                  # every database
 bakelite reclaim --db app --dry-run --config bakelite.toml
 bakelite reclaim --db app --min-age 0s --config bakelite.toml   # force-abort all"""
-AVAILABLE = False
+AVAILABLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,5 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Abort orphaned uploads."""
-    raise context.not_available("reclaim")
+    """Abort orphaned uploads on every S3 destination of the selected databases."""
+    from bakelite.ops import reclaim
+
+    config = context.load(args)
+    reports = []
+    for db in context.selected(args, config):
+        reports.extend(reclaim.run(db, min_age=args.min_age, dry_run=args.dry_run))
+    result = reclaim.summarize(reports)
+    render.emit(result, args.json, text=reclaim.render_text)
+    return result.exit_code

@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Restore a database."""
+    from bakelite.crypto.keys import lazy_cipher_for
     from bakelite.ops.restore import restore
     from bakelite.ops.restore_text import render_restore_text
     from bakelite.units import format_size
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     db = context.single(args, config, "restore")
     storage = context.open_primary(db)
     try:
+        # Built on first use: a restore the --if-* guards make a no-op needs no key.
+        cipher = lazy_cipher_for(db, [storage])
         with render.Progress("restoring", as_json=args.json, unit=format_size) as progress:
             report = restore(
                 db,
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 timestamp=args.timestamp,
                 if_db_not_exists=args.if_db_not_exists,
                 if_replica_exists=args.if_replica_exists,
+                cipher=cipher,
                 progress=progress.update,
             )
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bakelite.cli import context
+from bakelite.cli import context, render
 
 HELP = "show whether replication is healthy and current (from the daemon's status files)"
 DESCRIPTION = """\
@@ -21,7 +21,7 @@ bakelite status --check --config bakelite.toml  # exit non-zero if anything is u
 
 # cron: liveness, RPO and verify freshness; silent unless unhealthy
 */5 * * * * bakelite status --check --max-lag 10m --max-verify-age 36h --config /etc/bakelite/bakelite.toml"""
-AVAILABLE = False
+AVAILABLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,5 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Show replication status."""
-    raise context.not_available("status")
+    """Show replication status (exit 1 with --check when anything is unhealthy)."""
+    from bakelite.ops.status import render_check_text, render_status_text, status_report
+
+    config = context.load(args)
+    report = status_report(
+        context.selected(args, config),
+        check=args.check,
+        max_lag=args.max_lag,
+        max_verify_age=args.max_verify_age,
+    )
+    render.emit(report, args.json, text=render_check_text if args.check else render_status_text)
+    return report.exit_code

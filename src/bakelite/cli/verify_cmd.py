@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
-from bakelite.cli import context
+from bakelite.cli import context, render
 
 HELP = "check that a replica is intact and restorable (exit 1 if not)"
 DESCRIPTION = """\
@@ -21,7 +22,7 @@ bakelite verify --db app --json --config bakelite.toml
 
 # cron: a nightly restore drill that alerts through its exit code
 0 4 * * * bakelite verify --db app --deep --config /etc/bakelite/bakelite.toml"""
-AVAILABLE = False
+AVAILABLE = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,5 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Verify replicas."""
-    raise context.not_available("verify")
+    """Verify replicas; exit 1 when any is corrupt or unrestorable."""
+    from bakelite.ops.verify import ProgressFn, render_verify_text, verify_databases
+    from bakelite.units import format_size
+
+    config = context.load(args)
+    databases = context.selected(args, config)
+    with contextlib.ExitStack() as stack:
+
+        def progress(name: str) -> ProgressFn:
+            bar = stack.enter_context(
+                render.Progress(f"verifying {name}", as_json=args.json, unit=format_size)
+            )
+            return bar.update
+
+        report = verify_databases(databases, context.open_primary, deep=args.deep, progress=progress)
+    render.emit(report, args.json, text=render_verify_text)
+    return report.exit_code

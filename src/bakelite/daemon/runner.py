@@ -33,11 +33,22 @@ def run_daemon(databases: tuple[Database, ...], settings: DaemonSettings) -> int
         logger.info("received %s: shipping what is committed, then stopping", signal.Signals(signum).name)
         sup.stop()
 
+    metrics = None
+    if settings.metrics_addr:
+        from bakelite.daemon.metrics import BakeliteCollector, MetricsServer
+
+        # Bound before replication starts, so a taken port fails the start loudly.
+        metrics = MetricsServer(settings.metrics_addr, BakeliteCollector(sup.status_records))
+        metrics.start()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     logger.info("bakelite daemon starting for %d database(s)", len(databases))
-    sup.run()
+    try:
+        sup.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     fatal = sup.fatal_errors()
     if fatal and len(fatal) == len(databases):
         raise fatal[0]

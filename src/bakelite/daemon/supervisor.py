@@ -5,23 +5,38 @@ deadline heap.  A change event stamps new commits at once (cheap) and sets the s
 ``min(last event + debounce, first unshipped event + max_batch_delay)``; the safety poll is the
 fallback deadline.  A worker runs at most one task per database at a time; failures back off
 exponentially with jitter and are retried, never dropped.
+
+A publisher thread writes each database's status file (``daemon/statusfile.py``) from the same
+per-database records the metrics endpoint serves (``status_records``).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from bakelite.config.model import Database
 from bakelite.daemon.lock import DatabaseLock
+from bakelite.daemon.statusfile import (
+    PUBLISH_INTERVAL,
+    Publication,
+    StatusPublisher,
+    StatusRecord,
+    heartbeat_interval,
+    stale_threshold,
+    status_path,
+)
 from bakelite.errors import BakeliteError, DatabaseError, LockHeldError
 from bakelite.replication.shipper import DatabaseReplicator
 from bakelite.replication.watcher import WalWatcher
@@ -48,9 +63,29 @@ class DatabaseSlot:
     failures: int = 0
     fatal: BakeliteError | None = None
     storages: list[Storage] = field(default_factory=list)
+    # The current streak of failures (also before a replicator exists), for status and metrics.
+    failing_since: float | None = None
+    last_error: str | None = None
 
 
 StorageFactory = Callable[[Database], list[Storage]]
+
+
+class _StatusKey(NamedTuple):
+    """The fields of a StatusRecord that change while the daemon runs (compared on every pass)."""
+
+    state: str
+    retrying: bool
+    failing_since: float | None
+    attempts: int
+    last_error: str | None
+    backup: str | None = None
+    last_sync: float | None = None
+    oldest_unshipped: float | None = None
+    changesets: int = 0
+    changesets_shipped: int = 0
+    bytes_shipped: int = 0
+    snapshots: int = 0
 
 
 class Supervisor:
@@ -64,8 +99,12 @@ class Supervisor:
         max_concurrent_snapshots: int = 1,
         workers: int | None = None,
         clock: Callable[[], float] = time.time,
+        status_interval: float | None = PUBLISH_INTERVAL,
     ) -> None:
         self.clock = clock
+        self.started_at = clock()
+        self.pid = os.getpid()
+        self.drained = False
         self.open_storages = open_storages
         self.slots = {db.name: DatabaseSlot(db) for db in databases}
         self.snapshot_gate = threading.Semaphore(max(1, max_concurrent_snapshots))
@@ -77,6 +116,13 @@ class Supervisor:
         self.counter = itertools.count()
         self.stopping = threading.Event()
         self.watcher = WalWatcher(self._on_change)
+        self.status_interval = status_interval or PUBLISH_INTERVAL
+        self._status_targets: dict[str, tuple[Path, float]] = {}
+        self.publisher = (
+            StatusPublisher(self._publications, self.status_interval, clock)
+            if status_interval is not None
+            else None
+        )
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, slot: DatabaseSlot, when: float) -> None:
@@ -106,6 +152,8 @@ class Supervisor:
         for slot in self.slots.values():
             self.watcher.add(slot.db.name, Path(slot.db.path))
         self.watcher.start()
+        if self.publisher is not None:
+            self.publisher.start()
         with self.cond:
             now = self.clock()
             for slot in self.slots.values():
@@ -154,6 +202,7 @@ class Supervisor:
                     slot.replicator.snapshot()
             slot.failures = 0
             slot.retry_at = None
+            slot.failing_since = None
             next_due = self.clock() + db.safety_poll
         except (LockHeldError, DatabaseError) as e:
             next_due = self._failed(slot, e, fatal_if_unstarted=True)
@@ -189,6 +238,9 @@ class Supervisor:
         if slot.replicator is not None:
             slot.replicator.record_failure(error)
         msg = error.one_line() if isinstance(error, BakeliteError) else repr(error)
+        if slot.failing_since is None:
+            slot.failing_since = self.clock()
+        slot.last_error = msg
         gave_up = isinstance(error, LockHeldError) or slot.failures >= 3
         if fatal_if_unstarted and not slot.started and isinstance(error, BakeliteError) and gave_up:
             # A database that cannot even start (not WAL, missing, locked) is reported, not retried.
@@ -235,6 +287,79 @@ class Supervisor:
                 except Exception:
                     logger.exception("%s: error while stopping", slot.db.name)
             self._release(slot)
+        # Published until here, so a long drain does not read as a hung daemon.
+        if self.publisher is not None:
+            self.publisher.stop()
+        self.drained = True
+        if self.publisher is not None:
+            # The last word of this run: every file says stopped (with any error it retained).
+            self.publisher.publish_all(force=True)
+
+    # ------------------------------------------------------------------ status
+    def status_records(self) -> list[StatusRecord]:
+        """What each database is doing now (the metrics endpoint reads these)."""
+        now = self.clock()
+        return [self._record(slot, self._status_key(slot), now) for slot in self.slots.values()]
+
+    def _status_key(self, slot: DatabaseSlot) -> _StatusKey:
+        """The changing part of a database's status, read cheaply (a pass covers every database).
+
+        Read without taking the replicator's lock: a snapshot can hold it for minutes, and a
+        monitoring read may see fields from two consecutive moments, which is harmless.
+        """
+        rep = slot.replicator
+        if self.drained:
+            state = "stopped"
+        elif rep is not None:
+            # Also while starting: the first full backup of a big database reads "snapshotting".
+            state = rep.status.state
+        elif slot.fatal is not None or slot.failures:
+            state = "backing off"
+        else:
+            state = "starting"
+        if rep is None:
+            return _StatusKey(state, slot.fatal is None, slot.failing_since, slot.failures, slot.last_error)
+        st, cursor = rep.status, rep.cursor
+        return _StatusKey(
+            state,
+            slot.fatal is None,
+            slot.failing_since,
+            slot.failures,
+            slot.last_error,
+            cursor.backup if cursor is not None else st.backup,
+            st.last_sync,
+            st.oldest_unshipped,
+            cursor.changesets if cursor is not None else 0,
+            st.changesets,
+            st.bytes_shipped,
+            st.snapshots,
+        )
+
+    def _record(self, slot: DatabaseSlot, key: _StatusKey, now: float) -> StatusRecord:
+        return StatusRecord(
+            database=slot.db.name,
+            path=str(slot.db.path),
+            pid=self.pid,
+            started=self.started_at,
+            written=now,
+            stale_after=stale_threshold(slot.db.safety_poll, self.status_interval),
+            **key._asdict(),
+        )
+
+    def _publications(self) -> Iterator[Publication]:
+        if not self._status_targets:
+            # Resolved once: resolving every path on every pass would cost a few syscalls each.
+            self._status_targets = {
+                name: (
+                    status_path(slot.db.path, name),
+                    heartbeat_interval(slot.db.safety_poll, self.status_interval),
+                )
+                for name, slot in self.slots.items()
+            }
+        for name, slot in self.slots.items():
+            path, heartbeat = self._status_targets[name]
+            key = self._status_key(slot)
+            yield Publication(path, key, heartbeat, functools.partial(self._record, slot, key))
 
     def fatal_errors(self) -> list[BakeliteError]:
         """Databases that could not be started at all."""

@@ -12,6 +12,14 @@ A frame is compressed (then, with encryption, sealed) independently, so a reader
 in bounded memory and checks each frame before using it.  The footer carries what is only known at
 the end: frame count, BLAKE3 of the stored frames, and the object's content ``hash``.
 
+With encryption each frame is sealed with ``frame_ad(index)`` as associated data (the header's
+identity and the frame's index), so a frame cannot be moved to another object or position; the footer
+of an encrypted object also carries ``seal``, an AEAD tag over the identity, the frame count, the raw
+size and the content hash, so dropping trailing frames or rewriting the cleartext footer fails
+authentication.  The header's ``key_id`` names (without revealing) the key that sealed the object,
+so a wrong key is reported as such; like ``encrypted`` it is not part of the identity, and a
+plaintext object's header and footer carry neither field.
+
 The content hash binds the header's identity, the predecessor's link (``prev``) and the BLAKE3 of
 the *plaintext* compressed frames, so it survives re-encryption and forms the lineage chain: each
 object names its predecessor's link; a compacted object carries ``link`` = the hash of the last
@@ -20,6 +28,7 @@ object it replaces so its successors still chain.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -51,7 +60,11 @@ class FrameCipher(Protocol):
         ...
 
     def open(self, ciphertext: bytes, ad: bytes) -> bytes:
-        """Authenticate and decrypt; raise EncryptionError on failure."""
+        """Authenticate and decrypt; raise EncryptionError on failure.
+
+        An error with a ``hint`` (the cipher cannot be used at all) reaches the caller unchanged;
+        any other is reported by the reader as the object failing authentication.
+        """
         ...
 
 
@@ -72,10 +85,12 @@ class ObjectHeader:
     prev: str | None = None
     link: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # Encrypted objects only: the id of the key that sealed it (set by ObjectWriter from the cipher).
+    key_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The header as stored (JSON object)."""
-        return {
+        d: dict[str, Any] = {
             "kind": self.kind,
             "db": self.db,
             "backup": self.backup,
@@ -90,6 +105,9 @@ class ObjectHeader:
             "link": self.link,
             "meta": dict(self.meta),
         }
+        if self.key_id is not None:
+            d["key_id"] = self.key_id
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ObjectHeader:
@@ -109,14 +127,16 @@ class ObjectHeader:
                 prev=None if d["prev"] is None else str(d["prev"]),
                 link=None if d["link"] is None else str(d["link"]),
                 meta=dict(d["meta"]),
+                key_id=None if d.get("key_id") is None else str(d["key_id"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptionError(f"malformed object header: {e}") from e
 
     def identity(self) -> bytes:
-        """Canonical bytes naming what this object is and where it sits (everything but ``encrypted``)."""
+        """Canonical bytes naming what this object is and where it sits (not ``encrypted``/``key_id``)."""
         d = self.to_dict()
         del d["encrypted"]
+        d.pop("key_id", None)
         return json.dumps([FORMAT_VERSION, d], sort_keys=True, separators=(",", ":")).encode()
 
     def content_hash(self, plain_digest: bytes) -> str:
@@ -131,6 +151,19 @@ class ObjectHeader:
         """Associated data binding frame ``index`` to this object's identity."""
         return blake3.blake3(self.identity()).digest() + struct.pack(">I", index)
 
+    def footer_ad(self, frames: int, raw_bytes: int, content_hash: str) -> bytes:
+        """Associated data of an encrypted object's footer seal: identity, frame count, size, hash."""
+        try:
+            digest = bytes.fromhex(content_hash)
+        except ValueError as e:
+            raise CorruptionError(f"malformed content hash in footer: {e}") from e
+        return (
+            blake3.blake3(self.identity()).digest()
+            + b"footer"
+            + struct.pack(">QQ", frames, raw_bytes)
+            + digest
+        )
+
 
 @dataclass(frozen=True)
 class ObjectFooter:
@@ -141,16 +174,21 @@ class ObjectFooter:
     payload_bytes: int
     payload_blake3: str
     hash: str
+    # Encrypted objects only: hex of the AEAD tag binding frame count, size and hash (``footer_ad``).
+    seal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The footer as stored."""
-        return {
+        d: dict[str, Any] = {
             "frames": self.frames,
             "raw_bytes": self.raw_bytes,
             "payload_bytes": self.payload_bytes,
             "payload_blake3": self.payload_blake3,
             "hash": self.hash,
         }
+        if self.seal is not None:
+            d["seal"] = self.seal
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ObjectFooter:
@@ -162,6 +200,7 @@ class ObjectFooter:
                 payload_bytes=int(d["payload_bytes"]),
                 payload_blake3=str(d["payload_blake3"]),
                 hash=str(d["hash"]),
+                seal=None if d.get("seal") is None else str(d["seal"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptionError(f"malformed object footer: {e}") from e
@@ -172,12 +211,21 @@ def chain_link(header: ObjectHeader, footer: ObjectFooter) -> str:
     return header.link or footer.hash
 
 
+def cipher_key_id(cipher: FrameCipher | None) -> str | None:
+    """The ``key_id`` a cipher advertises (an optional attribute), or None."""
+    key_id = getattr(cipher, "key_id", None)
+    return key_id if isinstance(key_id, str) else None
+
+
 class ObjectWriter:
     """Encodes an object from raw frames as a stream of byte chunks; ``footer`` is set at the end."""
 
     def __init__(self, header: ObjectHeader, cipher: FrameCipher | None = None) -> None:
         if header.encrypted != (cipher is not None):
             raise ValueError("header.encrypted must match whether a cipher is given")
+        key_id = cipher_key_id(cipher)
+        if header.key_id != key_id:
+            header = dataclasses.replace(header, key_id=key_id)
         self.header = header
         self.cipher = cipher
         self.footer: ObjectFooter | None = None
@@ -185,6 +233,14 @@ class ObjectWriter:
 
     def chunks(self, raw_frames: Iterable[bytes | memoryview]) -> Iterator[bytes]:
         """Yield the encoded object; compresses (and seals) each raw frame in turn."""
+        codec = self.header.codec
+        return self._encode((codecs.compress(raw, codec), len(raw)) for raw in raw_frames)
+
+    def chunks_compressed(self, frames: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
+        """Yield the encoded object from already compressed ``(frame, raw length)`` pairs (re-encryption)."""
+        return self._encode(frames)
+
+    def _encode(self, frames: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
         crc = 0
         plain_h = blake3.blake3()
         stored_h = blake3.blake3() if self.cipher else plain_h
@@ -194,25 +250,29 @@ class ObjectWriter:
         self.size = len(first)
         yield first
         n = raw_total = stored_total = 0
-        for raw in raw_frames:
-            comp = codecs.compress(raw, self.header.codec)
+        for comp, raw_len in frames:
             plain_h.update(comp)
             stored = self.cipher.seal(comp, self.header.frame_ad(n)) if self.cipher else comp
             if self.cipher:
                 stored_h.update(stored)
-            fh = _FRAME.pack(len(stored), len(raw), crc32c.crc32c(stored))
+            fh = _FRAME.pack(len(stored), raw_len, crc32c.crc32c(stored))
             crc = crc32c.crc32c(stored, crc32c.crc32c(fh, crc))
             n += 1
-            raw_total += len(raw)
+            raw_total += raw_len
             stored_total += len(stored)
             self.size += len(fh) + len(stored)
             yield fh + stored
+        content = self.header.content_hash(plain_h.digest())
+        seal = None
+        if self.cipher is not None:
+            seal = self.cipher.seal(b"", self.header.footer_ad(n, raw_total, content)).hex()
         footer = ObjectFooter(
             frames=n,
             raw_bytes=raw_total,
             payload_bytes=stored_total,
             payload_blake3=stored_h.hexdigest(),
-            hash=self.header.content_hash(plain_h.digest()),
+            hash=content,
+            seal=seal,
         )
         fbytes = json.dumps(footer.to_dict(), sort_keys=True, separators=(",", ":")).encode()
         tail = _END + fbytes + struct.pack(">I", len(fbytes))
@@ -293,6 +353,15 @@ class ObjectReader:
                 hint="a plaintext object in an encrypted replica may be a substitution; "
                 "set require_encrypted = false only while migrating a plaintext replica",
             )
+        if self.header.encrypted and cipher is not None:
+            have = cipher_key_id(cipher)
+            if self.header.key_id is not None and have is not None and self.header.key_id != have:
+                raise EncryptionError(
+                    f"cannot decrypt {name}: it was encrypted with another key "
+                    f"(key id {self.header.key_id}; the configured key's id is {have})",
+                    hint="configure the key this replica was written with; after a rotation, "
+                    "`bakelite reencrypt --old-key-file` rewrites old objects under the new key",
+                )
         self.footer: ObjectFooter | None = None
 
     def _read(self, n: int) -> bytes:
@@ -304,6 +373,12 @@ class ObjectReader:
 
     def frames(self) -> Iterator[bytes]:
         """Yield each verified, decompressed frame; verify the footer after the last."""
+        codec = self.header.codec
+        for comp, raw_len in self.compressed_frames():
+            yield codecs.decompress(comp, codec, raw_len)
+
+    def compressed_frames(self) -> Iterator[tuple[bytes, int]]:
+        """Yield each verified ``(compressed frame, raw length)``; verify the footer after the last."""
         h = self.header
         plain_h = blake3.blake3()
         stored_h = blake3.blake3() if h.encrypted else plain_h
@@ -319,16 +394,36 @@ class ObjectReader:
                 raise CorruptionError(f"{self.name}: frame {n} fails its CRC-32C")
             if self.cipher is not None and h.encrypted:
                 stored_h.update(stored)
-                comp = self.cipher.open(stored, h.frame_ad(n))
+                comp = self._open(stored, h.frame_ad(n), f"frame {n}")
             else:
                 comp = stored
             plain_h.update(comp)
-            raw = codecs.decompress(comp, h.codec, raw_len)
             n += 1
             raw_total += raw_len
             stored_total += stored_len
-            yield raw
+            yield comp, raw_len
         self._finish(n, raw_total, stored_total, stored_h.hexdigest(), plain_h.digest())
+
+    def _open(self, sealed: bytes, ad: bytes, what: str) -> bytes:
+        """Open one sealed part; a failure names decryption, and tampering when the key id matched."""
+        assert self.cipher is not None
+        try:
+            return self.cipher.open(sealed, ad)
+        except EncryptionError as e:
+            if e.hint is not None:
+                raise  # the cipher cannot be used at all (no key), and says what to do
+            if self.header.key_id is not None and self.header.key_id == cipher_key_id(self.cipher):
+                # The right key: the bytes were altered, or the object was moved or truncated.
+                raise CorruptionError(
+                    f"{self.name}: {what} fails decryption (authentication failed under the right key)",
+                    detail="the object was altered, truncated, or moved from another position or database",
+                    hint="restore from another backup or destination",
+                ) from e
+            raise EncryptionError(
+                f"cannot decrypt {self.name}: {what} fails authentication",
+                detail="wrong key, or the object was altered or moved",
+                hint="check the configured key (key_file / passphrase / BAKELITE_KEY*)",
+            ) from e
 
     def _finish(self, n: int, raw_total: int, stored_total: int, stored_hex: str, plain: bytes) -> None:
         # Read the footer length from the end: footer bytes, then its length, then the CRC.
@@ -345,11 +440,23 @@ class ObjectReader:
             fdict = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CorruptionError(f"{self.name}: footer is not valid JSON ({e})") from e
+        if not isinstance(fdict, dict):
+            raise CorruptionError(f"{self.name}: footer is not a JSON object")
         footer = ObjectFooter.from_dict(fdict)
         if (footer.frames, footer.raw_bytes, footer.payload_bytes) != (n, raw_total, stored_total):
             raise CorruptionError(f"{self.name}: footer does not match its frames")
         if footer.payload_blake3 != stored_hex:
             raise CorruptionError(f"{self.name}: payload BLAKE3 mismatch")
+        if self.header.encrypted and self.cipher is not None:
+            # Authenticates the frame count and content hash: trailing frames cannot be dropped.
+            if footer.seal is None:
+                raise CorruptionError(f"{self.name}: the footer of an encrypted object is not sealed")
+            try:
+                tag = bytes.fromhex(footer.seal)
+            except ValueError as e:
+                raise CorruptionError(f"{self.name}: malformed footer seal") from e
+            if self._open(tag, self.header.footer_ad(n, raw_total, footer.hash), "the footer") != b"":
+                raise CorruptionError(f"{self.name}: the footer seal holds unexpected data")
         if footer.hash != self.header.content_hash(plain):
             raise CorruptionError(f"{self.name}: content hash mismatch")
         self.footer = footer

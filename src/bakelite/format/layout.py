@@ -4,6 +4,7 @@ Per database ``db``::
 
     <db>/CURRENT                                   advisory pointer to the newest backup
     <db>/manifest                                  rebuildable cache of the listing
+    <db>/KEYPARAMS                                 passphrase mode: Argon2id salt and costs (no secret)
     <db>/<backup>/snapshot                         the full backup's base image
     <db>/<backup>/L<level>/<first>-<last>          a change-set covering seqs first..last
 
@@ -61,6 +62,11 @@ def manifest_key(db: str) -> str:
     return f"{db}/manifest"
 
 
+def keyparams_key(db: str) -> str:
+    """Key of the cleartext key-derivation parameters (passphrase mode); not a data object."""
+    return f"{db}/KEYPARAMS"
+
+
 def backup_prefix(db: str, backup: str) -> str:
     """Listing prefix of one backup's objects."""
     return f"{db}/{backup}/"
@@ -91,7 +97,7 @@ class ObjectRef:
 
 
 def parse_key(db: str, key: str) -> ObjectRef | None:
-    """Parse a data-object key of ``db``; ``None`` for CURRENT, the manifest or anything foreign."""
+    """Parse a data-object key of ``db``; ``None`` for CURRENT, manifest, KEYPARAMS or anything foreign."""
     prefix = db_prefix(db)
     if not key.startswith(prefix):
         return None

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
-from bakelite.config.model import Backend, FileBackend
+from bakelite.config.model import AzureBackend, Backend, FileBackend, GCSBackend, S3Backend, SFTPBackend
 from bakelite.errors import NotAvailableError
 from bakelite.storage.base import ObjectInfo, Storage, validate_key, validate_prefix
 
@@ -34,20 +34,44 @@ def _open_file(backend: Backend) -> Storage:
     return FileStorage(backend.path)
 
 
-def _not_in_this_build(backend: Backend) -> Storage:
-    raise NotAvailableError(
-        f"backend type {backend.type!r} is not available in this build",
-        detail=backend.describe(),
-        hint="use a 'file' backend for now",
-    )
+def _open_s3(backend: Backend) -> Storage:
+    from bakelite.storage.s3 import S3Storage  # botocore is imported when the client is built
+
+    if not isinstance(backend, S3Backend):
+        raise TypeError(f"expected an S3Backend, got {type(backend).__name__}")
+    return S3Storage.from_config(backend)
+
+
+def _open_gcs(backend: Backend) -> Storage:
+    from bakelite.storage.gcs import GCSStorage
+
+    if not isinstance(backend, GCSBackend):
+        raise TypeError(f"expected a GCSBackend, got {type(backend).__name__}")
+    return GCSStorage.from_config(backend)
+
+
+def _open_azure(backend: Backend) -> Storage:
+    from bakelite.storage.azure import AzureStorage
+
+    if not isinstance(backend, AzureBackend):
+        raise TypeError(f"expected an AzureBackend, got {type(backend).__name__}")
+    return AzureStorage.from_config(backend)
+
+
+def _open_sftp(backend: Backend) -> Storage:
+    from bakelite.storage.sftp import SFTPStorage
+
+    if not isinstance(backend, SFTPBackend):
+        raise TypeError(f"expected an SFTPBackend, got {type(backend).__name__}")
+    return SFTPStorage.from_config(backend)
 
 
 _FACTORIES: dict[str, BackendFactory] = {
     "file": _open_file,
-    "s3": _not_in_this_build,
-    "gcs": _not_in_this_build,
-    "azure": _not_in_this_build,
-    "sftp": _not_in_this_build,
+    "s3": _open_s3,
+    "gcs": _open_gcs,
+    "azure": _open_azure,
+    "sftp": _open_sftp,
 }
 
 

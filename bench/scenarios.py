@@ -1,0 +1,366 @@
+"""The benchmark scenarios: each returns a ``Table`` (and raw data) for bakelite, Litestream, baselines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from _util import (
+    PY,
+    WRITER,
+    Proc,
+    Table,
+    bakelite_config,
+    cursor_path,
+    du,
+    fresh_dir,
+    litestream_bin,
+    litestream_config,
+    litestream_ready,
+    make_small_db,
+    percentile,
+    read_cursor_seq,
+    timed,
+    wait_for,
+)
+from lag import bakelite_lag, litestream_lag
+
+MiB = 1024 * 1024
+NAME = "app"
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Peak RSS of a live process (``VmHWM``)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def copy_db(src: Path, dst: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        Path(f"{dst}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(src, dst)
+
+
+# -- initial snapshot + restore ------------------------------------------------------------------
+
+
+class Snapshots:
+    """Initial snapshot (start → first restorable) for each contender; keeps the last run's replicas."""
+
+    def __init__(self, work: Path, src: Path, label: str) -> None:
+        self.work = work
+        self.src = src
+        self.label = label
+        self.db_bytes = src.stat().st_size
+        self.table = Table(
+            f"initial snapshot, {label} database (start → first restorable)",
+            [("seconds", "s"), ("replica", "MiB"), ("peak RSS", "MiB")],
+            baseline=".backup + zstd -3",
+        )
+        self.bakelite_root = work / "bakelite"
+        self.litestream_root = work / "litestream"
+        self.baseline_root = work / "baseline"
+
+    def run(self, runs: int, with_litestream: bool) -> Table:
+        for _ in range(runs):
+            self.baseline()
+            self.bakelite()
+            if with_litestream:
+                self.litestream()
+        return self.table
+
+    def baseline(self) -> None:
+        root = fresh_dir(self.baseline_root)
+        db = root / "app.db"
+        copy_db(self.src, db)
+        backup, packed = root / "app.backup", root / "app.backup.zst"
+        t1 = timed(["sqlite3", str(db), f".backup '{backup}'"])
+        t2 = timed(["zstd", "-3", "-q", "-f", str(backup), "-o", str(packed)])
+        self.table.add(".backup + zstd -3", "seconds", t1.seconds + t2.seconds)
+        self.table.add(".backup + zstd -3", "replica", packed.stat().st_size / MiB)
+        self.table.add(".backup + zstd -3", "peak RSS", max(t1.rss_mib or 0, t2.rss_mib or 0))
+
+    def bakelite(self) -> None:
+        root = fresh_dir(self.bakelite_root)
+        db, backups = root / "app.db", root / "backups"
+        copy_db(self.src, db)
+        cfg = bakelite_config(root, db, NAME, backups)
+        cur = cursor_path(db, NAME)
+        daemon = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
+        try:
+            secs = wait_for(lambda: read_cursor_seq(cur) == 0, daemon, 600)
+            rss = vm_hwm_mib(daemon.p.pid)
+        finally:
+            daemon.stop()
+        self.table.add("bakelite", "seconds", secs)
+        self.table.add("bakelite", "replica", du(backups) / MiB)
+        self.table.add("bakelite", "peak RSS", rss)
+
+    def litestream(self) -> None:
+        exe = litestream_bin()
+        assert exe is not None
+        root = fresh_dir(self.litestream_root)
+        db, replica = root / "app.db", root / "replica"
+        copy_db(self.src, db)
+        cfg = litestream_config(root, db, replica)
+        proc = Proc([exe, "replicate", "-config", str(cfg)], root / "litestream.log")
+        try:
+            secs = wait_for(lambda: litestream_ready(replica), proc, 900)
+            rss = vm_hwm_mib(proc.p.pid)
+        finally:
+            proc.stop()
+        self.table.add("litestream", "seconds", secs)
+        self.table.add("litestream", "replica", du(replica) / MiB)
+        self.table.add("litestream", "peak RSS", rss)
+
+
+def restore_table(snap: Snapshots, runs: int, with_litestream: bool) -> Table:
+    """Restore the latest state from each contender's replica, with peak RSS."""
+    t = Table(
+        f"restore latest, {snap.label} database (warm page cache)",
+        [("seconds", "s"), ("peak RSS", "MiB")],
+        baseline="zstd -d",
+    )
+    out_dir = fresh_dir(snap.work / "restored")
+    out = out_dir / "out.db"
+
+    def clean() -> None:
+        for suffix in ("", "-wal", "-shm", ".tmp-restore"):
+            Path(f"{out}{suffix}").unlink(missing_ok=True)
+
+    packed = snap.baseline_root / "app.backup.zst"
+    cfg = snap.bakelite_root / "bakelite.toml"
+    ls_replica = snap.litestream_root / "replica"
+    cmds: dict[str, list[str]] = {
+        "cp": ["cp", str(snap.src), str(out)],
+        "zstd -d": ["zstd", "-d", "-q", "-f", str(packed), "-o", str(out)],
+        "bakelite": [
+            PY,
+            "-m",
+            "bakelite",
+            "restore",
+            "--db",
+            NAME,
+            "--output",
+            str(out),
+            "--config",
+            str(cfg),
+        ],
+    }
+    exe = litestream_bin()
+    if with_litestream and exe is not None:
+        cmds["litestream"] = [exe, "restore", "-o", str(out), f"file://{ls_replica}"]
+    for _ in range(runs):
+        for row, cmd in cmds.items():
+            clean()
+            r = timed(cmd)
+            t.add(row, "seconds", r.seconds)
+            t.add(row, "peak RSS", r.rss_mib)
+    clean()
+    # For reference: what the integrity_check every bakelite restore runs costs on its own.
+    chk = timed(["sqlite3", f"file:{snap.src}?immutable=1", "PRAGMA integrity_check"])
+    t.notes.append(
+        f"bakelite's restore includes fsync and PRAGMA integrity_check; integrity_check alone takes "
+        f"{chk.seconds:.2f} s on this file (sqlite3 CLI). cp and zstd -d do not fsync."
+    )
+    return t
+
+
+# -- app overhead --------------------------------------------------------------------------------
+
+
+def writer_run(db: Path, out: Path, commits: int, rows: int = 1, seed: int = 1) -> dict[str, Any]:
+    subprocess.run(
+        [
+            PY,
+            str(WRITER),
+            str(db),
+            str(out),
+            "--commits",
+            str(commits),
+            "--rows",
+            str(rows),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        timeout=3600,
+    )
+    w: dict[str, Any] = json.loads(out.read_text())
+    return w
+
+
+def overhead_table(work: Path, runs: int, commits: int, with_litestream: bool) -> Table:
+    """A separate writer making single-row commits with no replicator, bakelite, Litestream."""
+    t = Table(
+        f"app overhead: {commits:,} single-row commits (synchronous=NORMAL)",
+        [("commits/s", ""), ("p50", "ms"), ("p99", "ms"), ("WAL max", "MiB")],
+        baseline="no replicator",
+    )
+    contenders = ["no replicator", "bakelite"] + (["litestream"] if with_litestream else [])
+    for i in range(runs):
+        for who in contenders:
+            root = fresh_dir(work / "overhead")
+            db = root / "app.db"
+            make_small_db(db)
+            proc: Proc | None = None
+            if who == "bakelite":
+                cfg = bakelite_config(root, db, NAME, root / "backups")
+                proc = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
+                cur = cursor_path(db, NAME)
+                wait_for(lambda cur=cur: read_cursor_seq(cur) == 0, proc, 120)  # type: ignore[misc]
+            elif who == "litestream":
+                exe = litestream_bin()
+                assert exe is not None
+                cfg = litestream_config(root, db, root / "replica")
+                proc = Proc([exe, "replicate", "-config", str(cfg)], root / "litestream.log")
+                wait_for(lambda root=root: litestream_ready(root / "replica"), proc, 120)  # type: ignore[misc]
+            wal = Path(f"{db}-wal")
+            wal_max = [0]
+
+            def sample(wal: Path = wal, wal_max: list[int] = wal_max) -> None:
+                with contextlib.suppress(FileNotFoundError):
+                    wal_max[0] = max(wal_max[0], wal.stat().st_size)
+
+            import threading
+
+            stop = threading.Event()
+
+            def sampler(stop: threading.Event = stop, sample: Any = sample) -> None:
+                while not stop.is_set():
+                    sample()
+                    time.sleep(0.01)
+
+            th = threading.Thread(target=sampler, daemon=True)
+            th.start()
+            try:
+                w = writer_run(db, root / "writer.json", commits, seed=i + 1)
+            finally:
+                stop.set()
+                th.join()
+                if proc is not None:
+                    proc.stop()
+            lat = w["latency"]
+            t.add(who, "commits/s", w["commits"] / w["elapsed"])
+            t.add(who, "p50", percentile(lat, 50) * 1000)
+            t.add(who, "p99", percentile(lat, 99) * 1000)
+            t.add(who, "WAL max", wal_max[0] / (1024 * 1024))
+    return t
+
+
+# -- lag -----------------------------------------------------------------------------------------
+
+
+def lag_table(
+    work: Path,
+    runs: int,
+    *,
+    commits: int,
+    interval: float,
+    duration: float,
+    with_litestream: bool,
+    title: str,
+) -> tuple[Table, dict[str, Any]]:
+    """Lag p50/p99/max per run, for bakelite and Litestream."""
+    t = Table(title, [("p50", "s"), ("p99", "s"), ("max", "s")], baseline="bakelite")
+    raw: dict[str, list[dict[str, Any]]] = {"bakelite": [], "litestream": []}
+    for i in range(runs):
+        r = bakelite_lag(
+            work / "lag-bakelite", commits=commits, interval=interval, duration=duration, seed=i + 1
+        )
+        r.pop("lags")
+        raw["bakelite"].append(r)
+        for k in ("p50", "p99", "max"):
+            t.add("bakelite", k, r["lag"][k])
+        if with_litestream:
+            r = litestream_lag(
+                work / "lag-litestream", commits=commits, interval=interval, duration=duration, seed=i + 1
+            )
+            r.pop("lags")
+            raw["litestream"].append(r)
+            for k in ("p50", "p99", "max"):
+                t.add("litestream", k, r["lag"][k])
+    return t, raw
+
+
+# -- replica bytes -------------------------------------------------------------------------------
+
+
+def replica_bytes_table(work: Path, src: Path, label: str, commits: int, with_litestream: bool) -> Table:
+    """Replica bytes (and local state) after the snapshot and after ``commits`` single-row commits."""
+    db_mib = src.stat().st_size / MiB
+    t = Table(
+        f"replica bytes, {label} database ({db_mib:,.0f} MiB), then {commits:,} single-row commits",
+        [("after snapshot", "MiB"), ("after commits", "MiB"), ("local state", "MiB"), ("WAL after", "MiB")],
+        baseline="bakelite",
+    )
+    # bakelite
+    root = fresh_dir(work / "bytes-bakelite")
+    db, backups = root / "app.db", root / "backups"
+    copy_db(src, db)
+    _add_kv_table(db)
+    cfg = bakelite_config(root, db, NAME, backups)
+    cur = cursor_path(db, NAME)
+    proc = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
+    try:
+        wait_for(lambda: read_cursor_seq(cur) == 0, proc, 600)
+        t.add("bakelite", "after snapshot", du(backups) / MiB)
+        writer_run(db, root / "writer.json", commits)
+        wait_for(lambda: (read_cursor_seq(cur) or 0) >= commits, proc, 120)
+        t.add("bakelite", "after commits", du(backups) / MiB)
+        t.add("bakelite", "local state", du(root / ".bakelite") / MiB)
+        t.add("bakelite", "WAL after", du(Path(f"{db}-wal")) / MiB)
+    finally:
+        proc.stop()
+    exe = litestream_bin()
+    if with_litestream and exe is not None:
+        root = fresh_dir(work / "bytes-litestream")
+        db, replica = root / "app.db", root / "replica"
+        copy_db(src, db)
+        _add_kv_table(db)
+        lcfg = litestream_config(root, db, replica)
+        proc = Proc([exe, "replicate", "-config", str(lcfg)], root / "litestream.log")
+        try:
+            wait_for(lambda: litestream_ready(replica), proc, 900)
+            t.add("litestream", "after snapshot", du(replica) / MiB)
+            w = writer_run(db, root / "writer.json", commits)
+            # Litestream syncs every second: wait for its L0 files to stop changing.
+            last_t = w["t"][-1]
+            time.sleep(3.0 + max(0.0, last_t + 1 - time.time()))
+            t.add("litestream", "after commits", du(replica) / MiB)
+            t.add("litestream", "local state", du(root / ".app.db-litestream") / MiB)
+            t.add("litestream", "WAL after", du(Path(f"{db}-wal")) / MiB)
+        finally:
+            proc.stop()
+    t.notes.append(f"database file: {db_mib:,.1f} MiB; 'local state' is the replicator's files beside the db")
+    return t
+
+
+def _add_kv_table(db: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS kv(id INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL, t REAL)"
+    )
+    con.execute("CREATE INDEX IF NOT EXISTS kv_k ON kv(k)")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
+def cleanup(work: Path) -> None:
+    if work.exists() and os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(work, ignore_errors=True)

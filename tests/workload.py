@@ -97,7 +97,9 @@ def one_commit(
     con.execute("INSERT INTO log(seq, note) VALUES (?, ?)", (k, note))
     d.add("log", (k, note))
     for _ in range(rng.randint(0, 3)):
-        _put_data(con, d, (rng.randint(1, 2000), f"key{rng.randint(0, 99)}", rng.randbytes(rng.randint(10, 300))))
+        _put_data(
+            con, d, (rng.randint(1, 2000), f"key{rng.randint(0, 99)}", rng.randbytes(rng.randint(10, 300)))
+        )
     if rng.random() < 0.2:
         old = con.execute("SELECT id, k, v FROM data WHERE id = ?", (rng.randint(1, 2000),)).fetchone()
         if old is not None:

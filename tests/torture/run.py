@@ -1,6 +1,6 @@
 """`make torture`: run every scenario in a loop with fresh seeds for a set time; print each seed.
 
-    python tests/torture/run.py --seconds 1800 [--seed N] [--scale 2.0]
+python tests/torture/run.py --seconds 1800 [--seed N] [--scale 2.0]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inventory import RESULTS  # noqa: E402
-from scenarios import SCENARIOS  # noqa: E402
+from inventory import RESULTS
+from scenarios import SCENARIOS
 
 
 def main() -> int:
@@ -56,7 +56,9 @@ def main() -> int:
                 "failed": int(prev["failed"]) + (outcome == "FAILED"),  # type: ignore[call-overload]
             }
     print(f"torture: {runs} scenario runs, {failures} failed (master seed {master})")
-    RESULTS.write_text(json.dumps({"scenarios": summary, "master_seed": master}, indent=2, sort_keys=True) + "\n")
+    RESULTS.write_text(
+        json.dumps({"scenarios": summary, "master_seed": master}, indent=2, sort_keys=True) + "\n"
+    )
     return 1 if failures else 0
 
 

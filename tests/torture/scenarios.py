@@ -60,7 +60,9 @@ def _pitr_sweep(dep: Deployment, log: list[Commit], rng: random.Random, samples:
     if not log:
         return 0
     times = sorted(rng.uniform(log[0].t, log[-1].t + 0.5) for _ in range(samples))
-    landed = [_restore_and_grade(dep, log, f"pitr{i}", "--timestamp", rfc3339(t)) for i, t in enumerate(times)]
+    landed = [
+        _restore_and_grade(dep, log, f"pitr{i}", "--timestamp", rfc3339(t)) for i, t in enumerate(times)
+    ]
     if landed != sorted(landed):
         raise OracleError(f"point-in-time targets went backwards: {landed}")
     return len(landed)
@@ -238,7 +240,9 @@ def red_path(root: Path, seed: int, scale: float) -> Figures:
             assert d.stop_daemon() == 0
         base = dep.backups / dep.name
         objs = sorted(p for p in base.rglob("*") if p.is_file() and "/L0/" in str(p))
-        foreign = sorted(p for p in (other.backups / other.name).rglob("*") if p.is_file() and "/L0/" in str(p))
+        foreign = sorted(
+            p for p in (other.backups / other.name).rglob("*") if p.is_file() and "/L0/" in str(p)
+        )
         if len(objs) < 3 or not foreign:
             raise OracleError(f"red path needs at least 3 change-sets, got {len(objs)}")
         log = dep.commits()

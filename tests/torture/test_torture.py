@@ -28,7 +28,11 @@ def test_adversity(name: str, tmp_path: Path) -> None:
         record = os.environ.get("BAKELITE_TORTURE_RECORD")
         if record:
             data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"scenarios": {}}
-            data["scenarios"][name] = {"outcome": outcome, "seed": seed, "seconds": round(time.time() - started)}
+            data["scenarios"][name] = {
+                "outcome": outcome,
+                "seed": seed,
+                "seconds": round(time.time() - started),
+            }
             RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(f"{name} seed={seed}: {figures}")
 

@@ -47,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
             )
             return bar.update
 
-        report = verify_databases(databases, context.open_primary, deep=args.deep, progress=progress)
+        from bakelite.crypto.keys import lazy_cipher_for
+
+        report = verify_databases(
+            databases,
+            context.open_primary,
+            deep=args.deep,
+            progress=progress,
+            cipher_for=lambda db, storage: lazy_cipher_for(db, [storage]),
+        )
     render.emit(report, args.json, text=render_verify_text)
     return report.exit_code

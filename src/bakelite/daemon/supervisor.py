@@ -37,7 +37,7 @@ from bakelite.daemon.statusfile import (
     stale_threshold,
     status_path,
 )
-from bakelite.errors import BakeliteError, DatabaseError, LockHeldError
+from bakelite.errors import BakeliteError, DatabaseError, EncryptionError, LockHeldError
 from bakelite.replication.shipper import DatabaseReplicator
 from bakelite.replication.watcher import WalWatcher
 from bakelite.storage.base import Storage
@@ -63,6 +63,7 @@ class DatabaseSlot:
     failures: int = 0
     fatal: BakeliteError | None = None
     storages: list[Storage] = field(default_factory=list)
+    next_sweep: float = 0.0
     # The current streak of failures (also before a replicator exists), for status and metrics.
     failing_since: float | None = None
     last_error: str | None = None
@@ -200,11 +201,13 @@ class Supervisor:
                 slot.replicator.maybe_checkpoint()
                 if slot.replicator.snapshot_due():
                     slot.replicator.snapshot()
+                self._maybe_sweep(slot)
             slot.failures = 0
             slot.retry_at = None
             slot.failing_since = None
             next_due = self.clock() + db.safety_poll
-        except (LockHeldError, DatabaseError) as e:
+        except (LockHeldError, DatabaseError, EncryptionError) as e:
+            # Cannot even start (locked, not WAL, missing, no usable key): report, do not spin.
             next_due = self._failed(slot, e, fatal_if_unstarted=True)
         except BakeliteError as e:
             next_due = self._failed(slot, e, fatal_if_unstarted=False)
@@ -221,13 +224,37 @@ class Supervisor:
             else:
                 self.cond.notify()
 
+    def _maybe_sweep(self, slot: DatabaseSlot) -> None:
+        """Abort orphaned multipart uploads every multipart_sweep_interval (S3 only; else a no-op)."""
+        db = slot.db
+        now = self.clock()
+        if db.multipart_sweep_interval <= 0 or now < slot.next_sweep:
+            return
+        slot.next_sweep = now + db.multipart_sweep_interval
+        from bakelite.format import layout
+        from bakelite.ops import reclaim
+
+        for storage in slot.storages:
+            try:
+                report = reclaim.sweep(storage, db.multipart_min_age, prefix=layout.db_prefix(db.name))
+            except BakeliteError as e:
+                logger.warning("%s: multipart sweep failed: %s", db.name, e.one_line())
+                continue
+            if report.aborted:
+                logger.info("%s: aborted %d orphaned multipart upload(s)", db.name, report.aborted)
+
     def _start(self, slot: DatabaseSlot) -> None:
         db = slot.db
         if slot.lock is None:
             slot.lock = DatabaseLock(Path(db.path), db.name).acquire()
         if not slot.storages:
             slot.storages = self.open_storages(db)
-        rep = DatabaseReplicator(db, slot.storages, snapshot_gate=self.snapshot_gate, clock=self.clock)
+        from bakelite.crypto.keys import cipher_for
+
+        cipher = cipher_for(db, storages=slot.storages)
+        rep = DatabaseReplicator(
+            db, slot.storages, cipher=cipher, snapshot_gate=self.snapshot_gate, clock=self.clock
+        )
         slot.replicator = rep
         rep.start()
         slot.started = True

@@ -365,32 +365,27 @@ def check_credentials(backend: Backend, environ: Mapping[str, str]) -> Check | N
 
 
 def check_object_lock(db: Database, backend: Backend) -> list[Check]:
-    """``expect_object_lock`` (S3): the bucket's lock, and pruning that a lock would refuse.
+    """``expect_object_lock`` (S3): the bucket's lock, and settings that a lock would refuse."""
+    from bakelite.errors import BakeliteError
+    from bakelite.ops import s3inspect
+    from bakelite.storage.registry import open_storage
 
-    Hook for the S3 backend: read the bucket's Object Lock configuration (FAIL when it is not
-    locked, warn when it cannot be read) in place of the first warning below.
-    """
     if not isinstance(backend, S3Backend) or not backend.expect_object_lock:
         return []
-    out = [
-        Check(
-            "object lock",
-            "warn",
-            f"{backend.describe()}: expect_object_lock is set but doctor does not inspect the bucket yet",
-            "check the bucket's Object Lock configuration by hand (aws s3api get-object-lock-configuration)",
-        )
-    ]
-    if db.retention > 0 or db.compaction_levels:
-        out.append(
-            Check(
-                "object lock",
-                "warn",
-                "retention or compaction is on against a locked bucket: deletes will be refused "
-                "(pruning is skipped, compaction leaves merged objects it cannot clean up)",
-                'set retention = "0s" and compaction_levels = [] and let Object Lock and a lifecycle '
-                "policy govern expiry",
-            )
-        )
+    try:
+        storage = open_storage(backend)
+    except BakeliteError as e:
+        return [Check("object lock", "warn", f"{backend.describe()}: unverifiable: {e.one_line()}")]
+    try:
+        found = s3inspect.check_object_lock(storage)
+    finally:
+        storage.close()
+    levels: dict[str, Level] = {"ok": "ok", "fail": "FAIL", "warn": "warn"}
+    level = levels[found.status]
+    fix = "enable Object Lock with a default retention on the bucket" if level == "FAIL" else None
+    out = [Check("object lock", level, found.message, fix)]
+    for advice in s3inspect.object_lock_advice(db, backend, found):
+        out.append(Check("object lock", "warn", advice))
     return out
 
 
@@ -477,20 +472,33 @@ def check_format(db: Database, storage: Storage, label: str) -> Check:
 
 
 def check_encryption(db: Database, storage: Storage | None) -> Check:
-    """The encryption key loads and decrypts an existing object of ``storage`` (the primary).
+    """The encryption key loads and decrypts an existing object of ``storage`` (the primary)."""
+    from bakelite.crypto.keys import cipher_for, probe_key
+    from bakelite.errors import BakeliteError
+    from bakelite.ops.catalog import list_backups
 
-    Hook for at-rest encryption: load the key of ``db.encryption``, open the newest object with it
-    and report FAIL naming the key source when it cannot be loaded or does not decrypt.
-    """
     if db.encryption is None:
         return Check("encryption", "ok", "not configured: the replica is stored in plaintext")
-    return Check(
-        "encryption",
-        "warn",
-        "at-rest encryption is configured but this build cannot encrypt yet: objects are written "
-        "in plaintext and the key is not checked",
-        "upgrade bakelite to a release with at-rest encryption",
-    )
+    fix = "check key_file / passphrase in [encryption] (or BAKELITE_KEY_FILE); see docs/encryption.md"
+    try:
+        if storage is None:
+            cipher_for(db, [], create=False)
+            return Check("encryption", "ok", "the key loads (no replica to decrypt yet)")
+        newest = None
+        for backup in reversed(list_backups(storage, db.name)):
+            if backup.snapshot is not None:
+                newest = backup.snapshot.key
+                break
+        if newest is None:
+            try:
+                cipher_for(db, [storage], create=False)
+            except BakeliteError as e:
+                if "KEYPARAMS" not in e.one_line() and "keyparams" not in e.one_line().lower():
+                    raise
+            return Check("encryption", "ok", "the key loads (no backup to decrypt yet)")
+        return Check("encryption", "ok", probe_key(db, storage, newest))
+    except BakeliteError as e:
+        return Check("encryption", "FAIL", e.one_line(), fix)
 
 
 # -- text -----------------------------------------------------------------------------------------

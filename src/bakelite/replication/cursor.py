@@ -39,6 +39,8 @@ class ReplicaCursor:
     codec: str
     encrypted: bool
     changesets: int = 0  # change-sets shipped in this backup
+    saved_at: float = 0.0  # wall-clock time of the save (the mtime rule needs a margin, see shipper)
+    key_id: str | None = None  # the encryption key the backup is sealed with (None: plaintext)
     version: int = CURSOR_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from bakelite.format.envelope import (
     ObjectHeader,
     ObjectWriter,
     chain_link,
+    cipher_key_id,
     decode_object,
 )
 from bakelite.format.snapshot import snapshot_header
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 # A change-set holds at most about this many bytes of pages; a bigger backlog ships as several.
 MAX_CHANGESET_BYTES = 64 * 1024 * 1024
+# How long after the database file's last write a cursor save must be for its mtime to prove
+# that no later write happened (several coarse timestamp ticks).
+MTIME_MARGIN = 0.05
 
 
 @dataclass
@@ -291,6 +295,8 @@ class DatabaseReplicator:
             return "the page size changed"
         if cursor.encrypted != (self.cipher is not None):
             return "encryption was turned on or off"
+        if cursor.key_id is not None and cursor.key_id != cipher_key_id(self.cipher):
+            return "the encryption key changed"
         primary = self.storages[0]
         for key in (layout.snapshot_key(self.db.name, cursor.backup), cursor.last_key):
             if primary.stat(key) is None:
@@ -371,11 +377,15 @@ class DatabaseReplicator:
         if pos is not None and hdr is not None and hdr.salts == pos.salts:
             return self._position_problem(pos)
         st = os.fstat(live.dbfd)
-        if (st.st_size, st.st_mtime_ns) == (cursor.db_size, cursor.db_mtime_ns):
+        # File timestamps tick coarsely (one kernel tick, up to 10 ms): a checkpoint in the same
+        # tick as the recorded mtime would leave it unchanged.  Trust "unchanged" only when the
+        # cursor was saved well after that mtime, so any later write lands in a later tick.
+        settled = cursor.saved_at - cursor.db_mtime_ns / 1e9 > MTIME_MARGIN
+        if settled and (st.st_size, st.st_mtime_ns) == (cursor.db_size, cursor.db_mtime_ns):
             # The WAL restarted or was truncated but nothing was checkpointed into the file since
             # the cursor was saved: the current generation holds every later commit.
             return None
-        return "the WAL was checkpointed while the daemon was down"
+        return "the WAL was reset while the daemon was down and continuity cannot be proven"
 
     def _ship_all(self) -> int:
         """Observe and ship every pending commit (called inside a read transaction)."""
@@ -464,7 +474,13 @@ class DatabaseReplicator:
     def _save_cursor(self, cursor: ReplicaCursor) -> None:
         live = self._require_live()
         st = os.fstat(live.dbfd)
-        cursor = replace(cursor, db_size=st.st_size, db_mtime_ns=st.st_mtime_ns)
+        cursor = replace(
+            cursor,
+            db_size=st.st_size,
+            db_mtime_ns=st.st_mtime_ns,
+            saved_at=time.time(),
+            key_id=cipher_key_id(self.cipher),
+        )
         save_cursor(Path(self.db.path), self.db.name, cursor)
         self.cursor = cursor
 

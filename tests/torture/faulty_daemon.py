@@ -3,7 +3,8 @@
     python tests/torture/faulty_daemon.py CONFIG PLAN SEED [OUTAGE_FILE]
 
 Runs the same ``Supervisor`` as ``bakelite daemon``, but every destination is
-``RetryingStorage(FaultyStorage(real backend, PLAN, SEED))``.  While OUTAGE_FILE exists, every
+``RetryingStorage(FaultyStorage(real backend, PLAN, SEED))``; ``PLAN0|PLAN1|…`` gives the i-th
+sync destination its own plan.  While OUTAGE_FILE exists, every
 backend call fails (a full outage).  Crash outcomes in PLAN SIGKILL this process.
 """
 
@@ -33,10 +34,14 @@ def main() -> int:
     config = load_config(config_path)
     faulty: list[FaultyStorage] = []
 
+    # "PLAN0|PLAN1|..." gives each sync destination its own plan (asymmetric faults); one plan is shared.
+    plans = plan.split("|")
+
     def open_storages(db: Database) -> list[Storage]:
         out: list[Storage] = []
-        for backend in db.sync_backends:
-            f = FaultyStorage(open_storage(backend), plan, seed=seed + len(faulty))
+        for i, backend in enumerate(db.sync_backends):
+            own = plans[i % len(plans)]
+            f = FaultyStorage(open_storage(backend), own, seed=seed + len(faulty))
             faulty.append(f)
             out.append(RetryingStorage(f, attempts=3, base_delay=0.02, max_delay=0.2))
         return out

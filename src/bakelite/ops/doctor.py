@@ -48,6 +48,7 @@ from bakelite.errors import (
 from bakelite.format.envelope import FORMAT_VERSION, peek_header, read_version
 from bakelite.fsutil import state_dir
 from bakelite.ops.catalog import HEADER_PEEK, list_backups
+from bakelite.sqlite.dbfile import read_prefix
 from bakelite.sqlite.dbheader import DB_HEADER_SIZE, parse_db_header
 from bakelite.storage.base import Storage
 from bakelite.storage.registry import open_storage
@@ -214,8 +215,9 @@ def check_database_file(db: Database) -> Check:
     """The database exists, is SQLite, and is in WAL mode (or auto_wal will switch it)."""
     path = Path(db.path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(DB_HEADER_SIZE)
+        # Never open-and-close a live database by path: inside an application that embeds
+        # bakelite, closing a descriptor would drop the application's own SQLite locks.
+        head = read_prefix(path, DB_HEADER_SIZE)
     except FileNotFoundError:
         return Check(
             "database", "FAIL", f"{path} does not exist", "check `path` in the config, or create the database"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bakelite.errors import DatabaseError, NotWalModeError
+from bakelite.sqlite.dbfile import shared_fd
 from bakelite.sqlite.dbheader import DbHeader, parse_db_header
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class LiveDatabase:
         self.busy_timeout = busy_timeout
         # I4: the descriptor is opened before any connection and used for every header read.
         try:
-            self.dbfd = os.open(self.path, os.O_RDONLY)
+            self.dbfd = shared_fd(self.path)
         except FileNotFoundError:
             raise DatabaseError(
                 f"database {self.path} does not exist",
@@ -213,6 +214,5 @@ class LiveDatabase:
             with contextlib.suppress(sqlite3.Error):
                 con.close()
         self._connections.clear()
-        if self.dbfd >= 0:
-            os.close(self.dbfd)
-            self.dbfd = -1
+        # The descriptor is shared and stays open for the process's life (see sqlite/dbfile.py).
+        self.dbfd = -1

@@ -31,12 +31,13 @@ demo: $(STAMP)
 DEPS_STAMP := $(VENV)/.test-deps
 AZURITE    := $(VENV)/tools/node_modules/.bin/azurite-blob
 SSHD       := /usr/sbin/sshd
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
 
 .PHONY: test-deps
 
 test-deps: $(DEPS_STAMP)
 
-$(DEPS_STAMP): $(STAMP) $(AZURITE) $(SSHD)
+$(DEPS_STAMP): $(STAMP) $(AZURITE) $(SSHD) $(SYSTEMD_ANALYZE)
 	touch $(DEPS_STAMP)
 
 $(AZURITE):
@@ -45,6 +46,11 @@ $(AZURITE):
 $(SSHD):
 	export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q openssh-server \
 		|| { apt-get update -q && apt-get install -y -q openssh-server; }
+
+# systemd-analyze verifies the shipped units (tests/unit/test_packaging.py).
+$(SYSTEMD_ANALYZE):
+	export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q systemd \
+		|| { apt-get update -q && apt-get install -y -q systemd; }
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

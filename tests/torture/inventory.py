@@ -83,15 +83,22 @@ ADVERSITIES: tuple[Adversity, ...] = (
     ),
     Adversity(
         "Crash mid-compaction and mid-delete",
-        "pending",
-        (),
-        pending="compaction and retention are not in this build yet",
+        "1s/3s windows, keep 4, a new backup every 60 change-sets and max_backups 2 under write "
+        "load; SIGKILL injected after a compaction delete, before a merged-object write, and "
+        "mid-prune; the crashed replica restores to a committed state, then exact after resuming; "
+        "and a long run keeps the object count bounded with every sampled target exact",
+        (
+            "compaction_bounded",
+            "crash_mid_compaction_delete",
+            "crash_mid_compaction_write",
+            "crash_mid_prune",
+        ),
     ),
     Adversity(
         "WORM / S3 Object Lock immutability",
-        "pending",
-        (),
-        pending="retention and compaction (the only deletes) are not in this build yet",
+        "every delete refused by the backend while compaction and retention are on: the daemon "
+        "logs, backs off and keeps replicating; exact after a clean stop",
+        ("worm_backend",),
     ),
     Adversity(
         "At-rest encryption: encrypt legacy data, rotate keys, crash mid-rewrite",

@@ -403,6 +403,95 @@ def multi_destination_faults(root: Path, seed: int, scale: float) -> Figures:
         dep.cleanup()
 
 
+# Small windows so compaction and pruning run many times within a bounded scenario.
+_COMPACTION = (
+    'compaction_levels = ["1s", "3s"]\ncompaction_keep_recent = 4\n'
+    "max_segments_per_snapshot = 60\nmax_backups = 2\n"
+)
+
+
+def _count_objects(dep: Deployment) -> int:
+    base = dep.backups / dep.name
+    return sum(1 for p in base.rglob("*") if p.is_file()) if base.exists() else 0
+
+
+def _compaction_crash(plan: str) -> Scenario:
+    def scenario(root: Path, seed: int, scale: float) -> Figures:
+        rng = random.Random(seed)
+        dep = _deployment(root, _COMPACTION)
+        try:
+            dep.start_faulty_daemon(plan, seed)
+            dep.wait_replicating()
+            writer = dep.run_writer(*_writer_args(rng, int(1500 * scale), 0.004), background=True)
+            assert dep.daemon is not None
+            code = dep.daemon.wait(timeout=300)
+            if code != -signal.SIGKILL:
+                raise OracleError(f"the injected crash did not happen (exit {code})")
+            dep.daemon = None
+            # Killed mid-compaction or mid-prune: what is stored must restore to a committed state.
+            after_crash = _restore_and_grade(dep, None, "after-crash")
+            dep.start_daemon()
+            dep.wait_replicating()
+            writer.communicate(timeout=600)
+            time.sleep(4.0)  # let a compaction pass run over the tail
+            figures = _finish_exact(dep, rng, samples=int(6 * scale) + 2)
+            figures.update(plan=plan, after_crash=after_crash, objects=_count_objects(dep))
+            return figures
+        finally:
+            dep.cleanup()
+
+    scenario.__doc__ = f"Crash injected at {plan} during compaction/pruning, then resumed"
+    return scenario
+
+
+crash_mid_compaction_delete = _compaction_crash("delete:crashafter@3")
+crash_mid_compaction_write = _compaction_crash("put_stream:crash%4,ok")
+crash_mid_prune = _compaction_crash("delete:crash@40")
+
+
+def compaction_bounded(root: Path, seed: int, scale: float) -> Figures:
+    """A long write workload with small windows: object count bounded, retained targets exact."""
+    rng = random.Random(seed)
+    dep = _deployment(root, _COMPACTION)
+    try:
+        dep.start_daemon()
+        dep.wait_replicating()
+        writer = dep.run_writer(*_writer_args(rng, int(3000 * scale), 0.004), background=True)
+        peak = 0
+        while writer.poll() is None:
+            time.sleep(0.5)
+            peak = max(peak, _count_objects(dep))
+        time.sleep(4.0)
+        figures = _finish_exact(dep, rng, samples=int(8 * scale) + 2)
+        shipped = figures["commits"]
+        if peak > 400:
+            raise OracleError(f"object count not bounded: peak {peak} for {shipped} commits")
+        figures.update(peak_objects=peak, objects=_count_objects(dep))
+        return figures
+    finally:
+        dep.cleanup()
+
+
+def worm_backend(root: Path, seed: int, scale: float) -> Figures:
+    """Every delete refused (Object Lock): replication goes on, no crash loop, exact restore."""
+    rng = random.Random(seed)
+    dep = _deployment(root, _COMPACTION)
+    try:
+        dep.start_faulty_daemon("delete:refuse%100", seed)
+        dep.wait_replicating()
+        dep.run_writer(*_writer_args(rng, int(800 * scale), 0.004))
+        time.sleep(3.0)
+        assert dep.daemon is not None
+        if dep.daemon.poll() is not None:
+            raise OracleError(f"daemon died on refused deletes:\n{dep.daemon_log.read_text()[-2000:]}")
+        figures = _finish_exact(dep, rng)
+        refusals = dep.daemon_log.read_text().count("refused")
+        figures.update(refusal_warnings=refusals)
+        return figures
+    finally:
+        dep.cleanup()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "clean_drain": clean_drain,
     "unsynced_window": unsynced_window,
@@ -416,6 +505,11 @@ SCENARIOS: dict[str, Scenario] = {
     "red_path": red_path,
     "encryption_lifecycle": encryption_lifecycle,
     "multi_destination_faults": multi_destination_faults,
+    "compaction_bounded": compaction_bounded,
+    "crash_mid_compaction_delete": crash_mid_compaction_delete,
+    "crash_mid_compaction_write": crash_mid_compaction_write,
+    "crash_mid_prune": crash_mid_prune,
+    "worm_backend": worm_backend,
 }
 
 

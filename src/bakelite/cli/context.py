@@ -47,6 +47,28 @@ def open_primary(db: Database) -> Storage:
     return RetryingStorage(open_storage(backend))
 
 
+def open_read(db: Database, *, exhaustive: bool = False) -> Storage:
+    """What restore, list and verify read: every destination behind a validating fallback reader.
+
+    Built only with two or more destinations and ``validate_on_restore`` on; otherwise the primary
+    alone (a single-destination database pays nothing).  ``exhaustive`` (verify) checks every copy,
+    so a rotting destination is named even when the primary is healthy.
+    """
+    from bakelite.crypto.keys import lazy_cipher_for
+    from bakelite.storage.fanout import FallbackStorage
+    from bakelite.storage.registry import open_storage
+    from bakelite.storage.retry import RetryingStorage
+
+    backends = (*db.sync_backends, *db.async_backends)
+    if len(backends) < 2 or not db.validate_on_restore:
+        return open_primary(db)
+    storages: list[Storage] = [RetryingStorage(open_storage(b)) for b in backends]
+    reader = FallbackStorage(storages, exhaustive=exhaustive, required=[b.mode == "sync" for b in backends])
+    # The AEAD tags are checked too when a key is configured (KEYPARAMS is read through the reader).
+    reader.cipher = lazy_cipher_for(db, [reader])
+    return reader
+
+
 def single(args: argparse.Namespace, config: Config, command: str) -> Database:
     """The one database a command needs: ``--db``, or the only one configured."""
     databases = selected(args, config)

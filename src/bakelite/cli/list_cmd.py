@@ -35,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
     config = context.load(args)
     if args.db:
         db = config.database(args.db)
-        storage = context.open_primary(db)
+        storage = context.open_read(db)
         try:
             listing = list_restore_points(db, storage, verbose=args.verbose)
         finally:
             storage.close()
         render.emit(listing, args.json, text=render_listing_text)
         return 0
-    storages = {d.name: context.open_primary(d) for d in context.selected(args, config)}
+    storages = {d.name: context.open_read(d) for d in context.selected(args, config)}
     try:
         fleet = list_databases(config, storages)
     finally:

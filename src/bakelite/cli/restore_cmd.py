@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = context.load(args)
     db = context.single(args, config, "restore")
-    storage = context.open_primary(db)
+    storage = context.open_read(db)
     try:
         # Built on first use: a restore the --if-* guards make a no-op needs no key.
         cipher = lazy_cipher_for(db, [storage])

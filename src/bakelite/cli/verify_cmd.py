@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = verify_databases(
             databases,
-            context.open_primary,
+            lambda db: context.open_read(db, exhaustive=True),
             deep=args.deep,
             progress=progress,
             cipher_for=lambda db, storage: lazy_cipher_for(db, [storage]),

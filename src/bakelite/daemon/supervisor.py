@@ -20,14 +20,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bakelite.config.model import Database
 from bakelite.daemon.lock import DatabaseLock
+from bakelite.daemon.mirror import MirrorLoop
 from bakelite.daemon.statusfile import (
     PUBLISH_INTERVAL,
     Publication,
@@ -45,6 +46,9 @@ from bakelite.storage.base import Storage
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
+# Compaction and retention run at most this often per database (and after each new backup).
+COMPACT_INTERVAL = 30.0
+COMPACT_REFUSED_BACKOFF = 3600.0
 
 
 @dataclass
@@ -64,6 +68,11 @@ class DatabaseSlot:
     fatal: BakeliteError | None = None
     storages: list[Storage] = field(default_factory=list)
     next_sweep: float = 0.0
+    # Compaction and retention (ops.compact / ops.retention): when next due, for which backup, and
+    # the change-set headers already read (keys do not change meaning, so they are read once).
+    next_compact: float = 0.0
+    compacted_backup: str | None = None
+    compact_headers: dict[int, dict[str, Any]] = field(default_factory=dict)
     # The current streak of failures (also before a replicator exists), for status and metrics.
     failing_since: float | None = None
     last_error: str | None = None
@@ -124,6 +133,8 @@ class Supervisor:
             if status_interval is not None
             else None
         )
+        # Async mirrors reconcile on their own thread and connections, off the sync hot path.
+        self.mirrors = MirrorLoop(databases)
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, slot: DatabaseSlot, when: float) -> None:
@@ -155,6 +166,7 @@ class Supervisor:
         self.watcher.start()
         if self.publisher is not None:
             self.publisher.start()
+        self.mirrors.start()
         with self.cond:
             now = self.clock()
             for slot in self.slots.values():
@@ -187,6 +199,21 @@ class Supervisor:
         with self.cond:
             self.cond.notify_all()
 
+    def sync_now(self, names: Iterable[str] | None = None) -> None:
+        """Ship every commit made so far for each named database (default all), on the calling thread.
+
+        For the embedded Replicator's ``sync()``: runs under each replicator's lock, so it waits for
+        and never overlaps a scheduled task.  Raises a database's fatal error, or what its sync raised.
+        """
+        for name in list(self.slots) if names is None else names:
+            slot = self.slots[name]
+            if slot.fatal is not None:
+                raise slot.fatal
+            rep = slot.replicator
+            if rep is None or not slot.started:
+                raise BakeliteError(f"replication of {name!r} has not started", detail=slot.last_error)
+            rep.sync()
+
     # ------------------------------------------------------------------ work
     def _work(self, slot: DatabaseSlot) -> None:
         db = slot.db
@@ -202,6 +229,7 @@ class Supervisor:
                 if slot.replicator.snapshot_due():
                     slot.replicator.snapshot()
                 self._maybe_sweep(slot)
+                self._maybe_compact(slot)
             slot.failures = 0
             slot.retry_at = None
             slot.failing_since = None
@@ -243,12 +271,67 @@ class Supervisor:
             if report.aborted:
                 logger.info("%s: aborted %d orphaned multipart upload(s)", db.name, report.aborted)
 
+    def _maybe_compact(self, slot: DatabaseSlot) -> None:
+        """Compaction, then retention, every COMPACT_INTERVAL or after a new backup; never fatal."""
+        rep = slot.replicator
+        cursor = rep.cursor if rep is not None else None
+        db = slot.db
+        now = self.clock()
+        if (
+            rep is None
+            or cursor is None
+            or (now < slot.next_compact and cursor.backup == slot.compacted_backup)
+        ):
+            return
+        if not db.compaction_levels and not (db.retention or db.max_backups or db.max_total_size):
+            return
+        slot.next_compact = now + COMPACT_INTERVAL
+        slot.compacted_backup = cursor.backup
+        from bakelite.ops import compact, retention
+
+        for i, storage in enumerate(slot.storages):
+            try:
+                refused = False
+                if db.compaction_levels:
+                    cr = compact.compact_database(
+                        storage,
+                        db.name,
+                        db.compaction_levels,
+                        db.compaction_keep_recent,
+                        now,
+                        cipher=rep.cipher,
+                        protect=[cursor.last_key],
+                        header_cache=slot.compact_headers.setdefault(i, {}),
+                    )
+                    refused = cr.delete_refused
+                rr = retention.apply_retention(
+                    storage,
+                    db.name,
+                    now=now,
+                    retention=db.retention,
+                    max_backups=db.max_backups,
+                    max_total_size=db.max_total_size,
+                    protect=[cursor.backup],
+                )
+                refused = refused or rr.delete_refused
+            except BakeliteError as e:
+                logger.warning("%s: compaction/retention failed: %s", db.name, e.one_line())
+                continue
+            if refused:
+                # A WORM backend refuses every delete: back off instead of churning every pass.
+                slot.next_compact = now + COMPACT_REFUSED_BACKOFF
+
     def _start(self, slot: DatabaseSlot) -> None:
         db = slot.db
         if slot.lock is None:
             slot.lock = DatabaseLock(Path(db.path), db.name).acquire()
         if not slot.storages:
             slot.storages = self.open_storages(db)
+        from bakelite.ops import backfill
+
+        # Before resuming onto them: a sync destination missing part of the chain is backfilled,
+        # refused or warned about (on_incomplete_destination).
+        backfill.on_resume(db, slot.storages)
         from bakelite.crypto.keys import cipher_for
 
         cipher = cipher_for(db, storages=slot.storages)
@@ -303,6 +386,7 @@ class Supervisor:
     def _drain(self) -> None:
         """Ship everything committed for every started database, then release everything."""
         self.watcher.stop()
+        self.mirrors.stop()
         # Let running tasks finish, then stop each database in turn.
         self.pool.shutdown(wait=True)
         for slot in self.slots.values():

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -60,6 +60,21 @@ class VerifyState:
 
 
 @dataclass(frozen=True)
+class MirrorStatus:
+    """One async mirror destination, from the mirror loop's state file."""
+
+    destination: str
+    in_sync: bool
+    behind_objects: int
+    behind_bytes: int
+    current: str | None
+    last_reconcile: datetime | None
+    last_reconcile_age_seconds: float | None
+    last_error: str | None
+    stale: bool  # the mirror loop's daemon is gone or silent: this reading is not live
+
+
+@dataclass(frozen=True)
 class DatabaseStatus:
     """One database: the derived state, its numbers, and why it fails ``--check`` (``problems``)."""
 
@@ -85,6 +100,7 @@ class DatabaseStatus:
     last_error: str | None
     verify: VerifyState | None
     problems: tuple[str, ...]
+    mirrors: tuple[MirrorStatus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,7 +345,12 @@ def status_report(
     """Status of every database in ``databases`` (config order)."""
     t = time.time() if now is None else now
     rows = tuple(
-        database_status(db, now=t, max_lag=max_lag, max_verify_age=max_verify_age, alive=alive)
+        _with_mirrors(
+            database_status(db, now=t, max_lag=max_lag, max_verify_age=max_verify_age, alive=alive),
+            db,
+            t,
+            alive,
+        )
         for db in databases
     )
     healthy = not any(r.problems for r in rows)
@@ -341,6 +362,46 @@ def status_report(
         healthy=healthy,
         exit_code=EXIT_CHECK_FAILED if check and not healthy else EXIT_OK,
     )
+
+
+def _with_mirrors(row: DatabaseStatus, db: Database, now: float, alive: PidCheck) -> DatabaseStatus:
+    """Attach the async mirror lines (none without async destinations or a mirror state file)."""
+    if not db.async_backends:
+        return row
+    from bakelite.daemon.mirror import read_mirror_file
+
+    doc = read_mirror_file(db.path, db.name)
+    if doc is None:
+        return row
+    stale = not alive(doc.pid) or now - doc.written > doc.stale_after
+    mirrors = tuple(
+        MirrorStatus(
+            destination=m.destination,
+            in_sync=m.in_sync,
+            behind_objects=m.behind_objects,
+            behind_bytes=m.behind_bytes,
+            current=m.current,
+            last_reconcile=None if m.last_reconcile is None else to_datetime(m.last_reconcile),
+            last_reconcile_age_seconds=None if m.last_reconcile is None else max(0.0, now - m.last_reconcile),
+            last_error=m.last_error,
+            stale=stale,
+        )
+        for m in doc.mirrors
+    )
+    return replace(row, mirrors=mirrors)
+
+
+def mirror_text(m: MirrorStatus) -> str:
+    """``mirror <dest>: in sync | N obj / <size> behind, reconciled <age> ago | last error …``."""
+    where = "in sync" if m.in_sync else f"{m.behind_objects} obj / {format_size(m.behind_bytes)} behind"
+    parts = [f"mirror {m.destination}: {where}"]
+    if m.last_error:
+        parts.append(f"last error: {m.last_error}")
+    elif m.last_reconcile_age_seconds is not None:
+        parts.append(f"reconciled {format_age(m.last_reconcile_age_seconds)} ago")
+    else:
+        parts.append("not reconciled yet")
+    return ", ".join(parts) + (" (stale)" if m.stale else "")
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -396,6 +457,7 @@ def _detail_lines(d: DatabaseStatus) -> list[str]:
             first = v.problems[0] if v.problems else "no detail recorded"
             more = f"; +{len(v.problems) - 1} more" if len(v.problems) > 1 else ""
             lines.append(f"verify: PROBLEMS ({v.mode}, {format_age(v.age_seconds)} ago): {first}{more}")
+    lines += [mirror_text(m) for m in d.mirrors]
     return lines
 
 

@@ -155,6 +155,7 @@ def verify_databases(
                     cipher=cipher_for(db, storage) if cipher_for is not None else None,
                     require_encrypted=enc.require_encrypted if enc is not None else False,
                 )
+                result = _with_bad_copies(result, storage)
             except BakeliteError as e:  # the key could not be loaded
                 result = _failed(db.name, storage.describe(), deep, e, 0.0)
             finally:
@@ -203,6 +204,20 @@ def verify_database(
         elapsed_seconds=time.monotonic() - started,
         exit_code=code,
     )
+
+
+def _with_bad_copies(result: DatabaseResult, storage: Storage) -> DatabaseResult:
+    """Add each destination's corrupt or missing copy (multi-destination) as a problem naming it."""
+    from bakelite.storage.fanout import findings_of
+
+    bad = findings_of(storage)
+    if not bad:
+        return result
+    problems = (
+        *result.problems,
+        *(Problem(b.key, f"bad copy on {b.destination}: {b.problem} (run `bakelite repair`)") for b in bad),
+    )
+    return replace(result, problems=problems, clean=False, exit_code=max(result.exit_code, EXIT_CHECK_FAILED))
 
 
 def _failed(name: str, location: str, deep: bool, e: BakeliteError, elapsed: float) -> DatabaseResult:

@@ -234,6 +234,7 @@ class Proc:
 
     def __init__(self, cmd: Sequence[str], log: Path) -> None:
         self.log = log
+        self.cmd = list(cmd)
         with open(log, "ab") as f:
             self.p = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env())
         self.started = time.perf_counter()
@@ -243,7 +244,8 @@ class Proc:
 
     def check(self) -> None:
         if not self.alive():
-            raise RuntimeError(f"{self.p.args} exited {self.p.returncode}:\n{self.log.read_text()[-3000:]}")
+            cmd = " ".join(str(a) for a in self.cmd)
+            raise RuntimeError(f"{cmd} exited {self.p.returncode}:\n{self.log.read_text()[-3000:]}")
 
     def stop(self, timeout: float = 120) -> int:
         if self.alive():

@@ -110,7 +110,7 @@ def ltx_timestamp(path: Path) -> float | None:
     if len(head) < 48 or head[:4] != b"LTX1":
         return None
     # magic(4) flags(4) page_size(4) commit(4) min_txid(8) max_txid(8) timestamp(8)
-    (ts_ms,) = struct.unpack_from(">q", head, 32)
+    ts_ms: int = struct.unpack_from(">q", head, 32)[0]
     return ts_ms / 1000.0
 
 

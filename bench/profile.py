@@ -25,10 +25,12 @@ import gen
 from _util import (
     PY,
     RESULTS,
+    WRITER,
     bakelite_config,
     cursor_path,
     env,
     fresh_dir,
+    make_small_db,
     read_cursor_seq,
 )
 
@@ -80,12 +82,46 @@ def summarize(raw: Path, top: int = 18) -> str:
     return "\n".join(out)
 
 
+def profile_writer(commits: int, rate: int, native: bool) -> int:
+    """The daemon while a separate writer makes ``commits`` single-row commits as fast as it can."""
+    root = fresh_dir(RESULTS / "work" / "profile-writer")
+    db = root / "app.db"
+    make_small_db(db)
+    cfg = bakelite_config(root, db, "app", root / "backups")
+    raw = RESULTS / "profile-daemon-writer.txt"
+    args = ["record", "-f", "raw", "-r", str(rate), "--threads", *(["--native"] if native else [])]
+    p = subprocess.Popen(
+        [pyspy(), *args, "-o", str(raw), "--", PY, "-m", "bakelite", "daemon", "--config", str(cfg)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cur = cursor_path(db, "app")
+    while read_cursor_seq(cur) != 0:
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    subprocess.run([PY, str(WRITER), str(db), str(root / "w.json"), "--commits", str(commits)], check=True)
+    wall = time.perf_counter() - t0
+    while (read_cursor_seq(cur) or 0) < commits:
+        time.sleep(0.01)
+    kid = child_of(p.pid)
+    if kid is not None:
+        os.kill(kid, signal.SIGTERM)
+    p.wait(timeout=120)
+    print(f"daemon under a writer of {commits} commits ({wall:.2f} s):")
+    print(summarize(raw))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--native", action="store_true", help="include native frames (slower sampling)")
+    ap.add_argument("--writer", type=int, default=0, help="instead: profile the daemon under N commits")
     a = ap.parse_args()
+    if a.writer:
+        return profile_writer(a.writer, a.rate, a.native)
     src = gen.cached(a.size)
     root = fresh_dir(RESULTS / "work" / "profile")
     db, backups = root / "app.db", root / "backups"

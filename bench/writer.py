@@ -27,12 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--synchronous", default="NORMAL")
+    p.add_argument(
+        "--autocheckpoint", type=int, default=None, help="PRAGMA wal_autocheckpoint (default: 1000)"
+    )
     a = p.parse_args(argv)
 
     rng = random.Random(a.seed)
     con = sqlite3.connect(a.db, isolation_level=None, timeout=10)
     con.execute("PRAGMA busy_timeout=10000")
     con.execute(f"PRAGMA synchronous={a.synchronous}")
+    if a.autocheckpoint is not None:
+        con.execute(f"PRAGMA wal_autocheckpoint={a.autocheckpoint}")
     mode = con.execute("PRAGMA journal_mode").fetchone()[0]
     if mode != "wal":
         raise SystemExit(f"{a.db} is not in WAL mode ({mode})")

@@ -245,9 +245,11 @@ class Supervisor:
         with self.cond:
             slot.busy = False
             if slot.fatal is None and not self.stopping.is_set():
-                # Events that arrived while busy moved first_event; honour them.
+                # Events that arrived while busy: ship them a debounce after the latest one (never
+                # later than max_batch_delay after the first), as if they had arrived while idle.
                 if slot.first_event is not None and slot.retry_at is None:
-                    next_due = min(next_due, slot.first_event + db.max_batch_delay)
+                    quiet = (slot.last_event or slot.first_event) + db.debounce
+                    next_due = min(next_due, quiet, slot.first_event + db.max_batch_delay)
                 self._schedule(slot, next_due)
             else:
                 self.cond.notify()

@@ -47,11 +47,13 @@ SPEC_FLAGS: dict[str, tuple[str, ...]] = {
     "usage": (),
     "reclaim": ("--dry-run", "--min-age"),
     "restore": ("--output", "--timestamp", "--if-db-not-exists", "--if-replica-exists"),
-    "compact": (),
+    # Beyond cli.txt: a destructive command previews with --dry-run (style.md).
+    "compact": ("--dry-run",),
     "verify": ("--deep",),
     "repair": ("--dry-run",),
     "keygen": ("--output",),
-    "reencrypt": ("--old-key-file", "--dry-run"),
+    # Beyond cli.txt: rotating away from a passphrase needs the old passphrase.
+    "reencrypt": ("--old-key-file", "--old-passphrase-file", "--dry-run"),
     "doctor": (),
 }
 GLOBALS = ("--config", "--db", "--json", "--log-level")

@@ -77,8 +77,10 @@ def render_usage_text(report: UsageReport) -> str:
                 parts.append(f"{d.database}: S3 overhead not inspected: {d.s3.reason}")
         for c in d.caps:
             if c.over:
-                parts.append(
-                    f"{d.database}: over {c.cap} ({c.text}); the current backup is never pruned — "
-                    "raise the cap or shorten snapshot_interval"
+                why = (
+                    "only the current backup is left and it is never pruned: raise the cap"
+                    if d.backups <= 1
+                    else "the daemon prunes the oldest backups on its next pass"
                 )
+                parts.append(f"{d.database}: over {c.cap} ({c.text}); {why}")
     return "\n".join(parts)

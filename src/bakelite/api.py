@@ -14,22 +14,23 @@ tuples), so a typo'd value raises a ConfigError naming its key path.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bakelite.config.load import load_config as _load_config
 from bakelite.config.model import Backend, Config, Database, FileBackend
 from bakelite.config.validate import validate
-from bakelite.errors import ConfigError, NotAvailableError, UsageError
+from bakelite.errors import ConfigError, UsageError
+from bakelite.ops.compact import CompactReport
 from bakelite.ops.doctor import Check, DatabaseChecks, DoctorReport
 from bakelite.ops.listing import DatabaseListing, FleetReport
 from bakelite.ops.repair import RepairReport
 from bakelite.ops.restore import ProgressFn, RestoreReport
 from bakelite.ops.status import StatusReport
+from bakelite.ops.usage import UsageReport
 from bakelite.ops.verify import VerifyReport
 from bakelite.storage.base import Storage
 from bakelite.units import parse_duration
@@ -291,34 +292,18 @@ def _doctor_report(where: Path, general: Sequence[Check], dbs: tuple[DatabaseChe
 # -- operations landing separately (compaction, usage, repair) ------------------------------------
 
 
-def _operation(module: str, function: str, command: str) -> Callable[..., Any]:
-    """``bakelite.ops.<module>.<function>``, or NotAvailableError while it is not in this build."""
-    try:
-        mod = importlib.import_module(f"bakelite.ops.{module}")
-    except ModuleNotFoundError as e:
-        if e.name != f"bakelite.ops.{module}":
-            raise
-        mod = None
-    fn = getattr(mod, function, None)
-    if not callable(fn):
-        raise NotAvailableError(
-            f"`{command}` is not available in this build",
-            hint="upgrade bakelite to a release that includes it",
-        )
-    result: Callable[..., Any] = fn
-    return result
-
-
-def usage(config: ConfigLike, *, database: str | None = None) -> Any:
+def usage(config: ConfigLike, *, database: str | None = None) -> UsageReport:
     """Stored bytes per database against its limits (``bakelite usage``)."""
-    run = _operation("usage", "usage_report", "usage")
-    return run(_databases(config, database), _open_primary)
+    from bakelite.ops.usage import usage as usage_of
+
+    return usage_of(_databases(config, database), _open_primary, detail=database is not None)
 
 
-def compact(config: ConfigLike, *, database: str | None = None) -> Any:
+def compact(config: ConfigLike, *, database: str | None = None, dry_run: bool = False) -> CompactReport:
     """Merge older change-sets into fewer objects now (``bakelite compact``)."""
-    run = _operation("compact", "compact_databases", "compact")
-    return run(_databases(config, database), _open_primary)
+    from bakelite.ops.compact import compact_databases
+
+    return compact_databases(_databases(config, database), _open_primary, dry_run=dry_run)
 
 
 def repair(config: ConfigLike, *, database: str | None = None, dry_run: bool = False) -> RepairReport:

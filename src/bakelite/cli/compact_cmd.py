@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 
 from bakelite.cli import context, render
-from bakelite.ops.compact import CompactionReport
+from bakelite.ops.compact import CompactReport
 from bakelite.units import format_size
 
 HELP = "merge older incremental change-sets into fewer objects now"
@@ -22,18 +21,6 @@ bakelite compact --db app --dry-run --config bakelite.toml"""
 AVAILABLE = True
 
 
-@dataclass
-class CompactReport:
-    """Every database compacted (``--json`` schema: a list of per-database reports)."""
-
-    databases: list[CompactionReport] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        """3 when a run hit an error (a refused delete is reported, not an error)."""
-        return 3 if any(r.errors and not r.delete_refused for r in self.databases) else 0
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register compact's flags."""
     parser.add_argument("--dry-run", action="store_true", help="show what would be merged; change nothing")
@@ -41,35 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compact each selected database on its primary destination."""
-    import time
-    from pathlib import Path
-
-    from bakelite.crypto.keys import lazy_cipher_for
-    from bakelite.ops.compact import compact_database
-    from bakelite.replication.cursor import load_cursor
+    from bakelite.ops.compact import compact_databases
 
     config = context.load(args)
-    report = CompactReport()
-    for db in context.selected(args, config):
-        storage = context.open_primary(db)
-        try:
-            # The daemon's last shipped change-set must survive: its restart resumes from it.
-            cursor = load_cursor(Path(db.path), db.name)
-            protect = [cursor.last_key] if cursor is not None else []
-            result = compact_database(
-                storage,
-                db.name,
-                db.compaction_levels,
-                db.compaction_keep_recent,
-                time.time(),
-                cipher=lazy_cipher_for(db, [storage]),
-                require_encrypted=db.encryption.require_encrypted if db.encryption else False,
-                protect=protect,
-                dry_run=args.dry_run,
-            )
-        finally:
-            storage.close()
-        report.databases.append(result)
+    report = compact_databases(context.selected(args, config), context.open_primary, dry_run=args.dry_run)
     render.emit(report, args.json, text=render_compact_text)
     return report.exit_code
 

@@ -32,11 +32,14 @@ import contextlib
 import logging
 import math
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO, overload
 
+from bakelite.config.model import Database
 from bakelite.errors import BackendError, BakeliteError, ChainBrokenError, CorruptionError, DeleteRefusedError
 from bakelite.format import layout
 from bakelite.format.changeset import CommitRecord, changeset_frames, changeset_header, iter_commits
@@ -222,6 +225,49 @@ class CompactionReport:
     errors: list[str] = field(default_factory=list)
     planned_merges: int = 0
     dry_run: bool = False
+
+
+@dataclass
+class CompactReport:
+    """``bakelite compact`` over several databases (``--json`` schema)."""
+
+    databases: list[CompactionReport] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """3 when a run hit an error (a refused delete is reported, not an error)."""
+        return 3 if any(r.errors and not r.delete_refused for r in self.databases) else 0
+
+
+def compact_databases(
+    databases: Sequence[Database], open_storage: Callable[[Database], Storage], *, dry_run: bool = False
+) -> CompactReport:
+    """Compact each database on its primary destination, sparing the daemon's last change-set."""
+    from bakelite.crypto.keys import lazy_cipher_for
+    from bakelite.replication.cursor import load_cursor
+
+    report = CompactReport()
+    for db in databases:
+        storage = open_storage(db)
+        try:
+            # The daemon's last shipped change-set must survive: its restart resumes from it.
+            cursor = load_cursor(Path(db.path), db.name)
+            report.databases.append(
+                compact_database(
+                    storage,
+                    db.name,
+                    db.compaction_levels,
+                    db.compaction_keep_recent,
+                    time.time(),
+                    cipher=lazy_cipher_for(db, [storage]),
+                    require_encrypted=db.encryption.require_encrypted if db.encryption else False,
+                    protect=[cursor.last_key] if cursor is not None else [],
+                    dry_run=dry_run,
+                )
+            )
+        finally:
+            storage.close()
+    return report
 
 
 class _PageStore:

@@ -196,3 +196,33 @@ def test_json_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     names = [c["name"] for c in db["checks"]]
     assert names == ["database", "state dir", "backend[0]", "format[0]", "encryption"]
     assert {c["level"] for c in db["checks"]} == {"ok"}
+
+
+def test_wrong_key_fails_and_right_key_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bakelite.config.model import Database, Encryption, FileBackend
+    from bakelite.crypto.keys import cipher_for
+    from bakelite.replication.shipper import DatabaseReplicator
+
+    db_path = make_db(tmp_path / "app.db")
+    right, wrong = tmp_path / "right.txt", tmp_path / "wrong.txt"
+    for key in (right, wrong):
+        assert main(["keygen", "--output", str(key)]) == 0
+    capsys.readouterr()
+    db = Database(
+        name="app",
+        path=db_path,
+        backends=(FileBackend(path=tmp_path / "backups"),),
+        encryption=Encryption(key_file=right),
+    )
+    rep = DatabaseReplicator(db, [FileStorage(tmp_path / "backups")], cipher=cipher_for(db))
+    rep.start()
+    rep.stop()
+    ok_code, ok_lines = doctor(
+        config(tmp_path, extra=f'  [database.encryption]\n  key_file = "{right}"\n'), capsys
+    )
+    assert ok_lines["encryption"].startswith("ok"), ok_lines["_all"]
+    code, lines = doctor(config(tmp_path, extra=f'  [database.encryption]\n  key_file = "{wrong}"\n'), capsys)
+    assert code == 1
+    assert lines["encryption"].startswith("FAIL"), lines["_all"]
+    assert "key" in lines["encryption"].lower()
+    assert ok_code == 0 or "FAIL" not in ok_lines["encryption"]

@@ -7,6 +7,7 @@ public method takes the replicator's lock, so one database never has two operati
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -492,22 +493,33 @@ class DatabaseReplicator:
             gate.acquire()
         try:
             self.status.state = "snapshotting"
-            now = self.clock()
-            plan = plan_snapshot(live)
-            backup = layout.new_backup_id(now)
-            header = snapshot_header(
-                db=self.db.name,
-                backup=backup,
-                page_size=plan.page_size,
-                db_pages=plan.db_pages,
-                commit_time=now,
-                codec=self.db.compression,
-                encrypted=self.cipher is not None,
-                created=now,
-                position=None if plan.position is None else plan.position.to_dict(),
-            )
-            key = layout.snapshot_key(self.db.name, backup)
-            footer, size = self._put(key, header, lambda: snapshot_frames(live, plan), cold=True)
+            for attempt in range(1, 4):
+                now = self.clock()
+                plan = plan_snapshot(live)
+                backup = layout.new_backup_id(now)
+                header = snapshot_header(
+                    db=self.db.name,
+                    backup=backup,
+                    page_size=plan.page_size,
+                    db_pages=plan.db_pages,
+                    commit_time=now,
+                    codec=self.db.compression,
+                    encrypted=self.cipher is not None,
+                    created=now,
+                    position=None if plan.position is None else plan.position.to_dict(),
+                )
+                key = layout.snapshot_key(self.db.name, backup)
+                try:
+                    footer, size = self._put(
+                        key, header, functools.partial(snapshot_frames, live, plan), cold=True
+                    )
+                    break
+                except GapError as e:
+                    # The WAL restarted under the snapshot (at most once per read transaction):
+                    # plan again from the new generation.
+                    if attempt == 3:
+                        raise
+                    logger.info("%s: %s; taking the snapshot again", self.db.name, e)
             st = os.fstat(live.dbfd)
             cursor = ReplicaCursor(
                 db_path=str(self.db.path),

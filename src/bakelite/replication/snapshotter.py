@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bakelite.format.snapshot import frame_pages
-from bakelite.replication.waltracker import WalPosition
+from bakelite.replication.waltracker import GapError, WalPosition
 from bakelite.sqlite import wal
 from bakelite.sqlite.connections import LiveDatabase
 
@@ -99,12 +99,17 @@ def snapshot_frames(live: LiveDatabase, plan: SnapshotPlan) -> Iterator[bytes]:
                     fi = plan.overlay.get(pg)
                     if fi is None:
                         continue
-                    walf.seek(wal.frame_offset(fi, ps) + wal.FRAME_HEADER_SIZE)
-                    page = walf.read(ps)
-                    if len(page) != ps:
-                        raise OSError(f"WAL frame {fi} is short while taking a snapshot")
+                    walf.seek(wal.frame_offset(fi, ps))
+                    frame = walf.read(wal.FRAME_HEADER_SIZE + ps)
+                    if len(frame) != wal.FRAME_HEADER_SIZE + ps:
+                        raise GapError(f"WAL frame {fi} vanished while the snapshot was read")
+                    fh = wal.parse_frame_header(frame)
+                    # A reader on read-mark 0 does not stop one WAL restart: the frames planned
+                    # may have been overwritten by a new generation.  Never copy such a frame.
+                    if plan.position is None or fh.salts != plan.position.salts or fh.pgno != pg:
+                        raise GapError("the WAL restarted while the snapshot was read")
                     off = (pg - 1 - first) * ps
-                    buf[off : off + ps] = page
+                    buf[off : off + ps] = frame[wal.FRAME_HEADER_SIZE :]
             yield bytes(buf)
     finally:
         if walf is not None:

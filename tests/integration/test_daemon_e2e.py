@@ -93,7 +93,11 @@ def test_daemon_checkpoints_keep_the_wal_bounded(tmp_path: Path) -> None:
     try:
         dep.start_daemon()
         dep.wait_replicating()
-        dep.run_writer("--commits", "600", "--blob-every", "2", "--autocheckpoint", "0")
+        # A small pause between transactions, as real apps have: SQLite locks are not fair, and a
+        # writer in a tight loop can starve the write lock bakelite briefly needs to checkpoint.
+        dep.run_writer(
+            "--commits", "600", "--blob-every", "2", "--autocheckpoint", "0", "--interval", "0.002"
+        )
         wal = Path(f"{dep.db}-wal")
         assert wal.stat().st_size < 16 * 1024 * 1024  # without bakelite's checkpoints it only grows
         assert dep.stop_daemon() == 0

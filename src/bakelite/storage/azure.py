@@ -28,11 +28,11 @@ from bakelite.errors import (
     ConfigError,
     DeleteRefusedError,
     NotAvailableError,
-    ObjectNotFound,
     PermanentBackendError,
     TransientBackendError,
 )
 from bakelite.storage.base import ObjectInfo, validate_key, validate_prefix
+from bakelite.storage.keyspace import PrefixedKeySpace
 from bakelite.storage.streams import (
     PART_SIZE,
     RangedReader,
@@ -88,7 +88,7 @@ def resolve_credential(backend: AzureBackend, environ: Mapping[str, str]) -> Any
     )
 
 
-class AzureStorage:
+class AzureStorage(PrefixedKeySpace):
     """Block blobs in one container under ``prefix``; build one with ``from_config``."""
 
     def __init__(self, container: Any, backend: AzureBackend, *, part_size: int = PART_SIZE) -> None:
@@ -276,18 +276,6 @@ class AzureStorage:
     def _blob(self, key: str) -> Any:
         validate_key(key)
         return self._container.get_blob_client(f"{self.prefix}/{key}" if self.prefix else key)
-
-    def _rel(self, name: str) -> str:
-        return name[len(self.prefix) + 1 :] if self.prefix else name
-
-    def _call(self, action: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise self._translate(e, action, key) from e
-
-    def _not_found(self, key: str) -> ObjectNotFound:
-        return ObjectNotFound(f"object {key} not found", detail=self.describe())
 
     def _translate(self, e: Exception, action: str, key: str) -> BakeliteError:
         """An azure-core error as the backend error family, naming the container."""

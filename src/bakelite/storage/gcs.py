@@ -27,11 +27,11 @@ from bakelite.errors import (
     ConfigError,
     DeleteRefusedError,
     NotAvailableError,
-    ObjectNotFound,
     PermanentBackendError,
     TransientBackendError,
 )
-from bakelite.storage.base import ObjectInfo, validate_key, validate_prefix
+from bakelite.storage.base import ObjectInfo, validate_prefix
+from bakelite.storage.keyspace import PrefixedKeySpace
 from bakelite.storage.streams import PART_SIZE, RangedReader, buffered, first_and_rest, rebuffer
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def resolve_credentials(backend: GCSBackend, environ: Mapping[str, str]) -> Any:
     )
 
 
-class GCSStorage:
+class GCSStorage(PrefixedKeySpace):
     """Objects in a GCS bucket under ``prefix``; build one with ``from_config``."""
 
     def __init__(self, client: Any, backend: GCSBackend, *, part_size: int = PART_SIZE) -> None:
@@ -302,22 +302,6 @@ class GCSStorage:
         if cold and self.backend.storage_class:
             blob.storage_class = self.backend.storage_class
         return blob
-
-    def _name(self, key: str) -> str:
-        validate_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _rel(self, name: str) -> str:
-        return name[len(self.prefix) + 1 :] if self.prefix else name
-
-    def _call(self, action: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise self._translate(e, action, key) from e
-
-    def _not_found(self, key: str) -> ObjectNotFound:
-        return ObjectNotFound(f"object {key} not found", detail=self.describe())
 
     def _translate(self, e: Exception, action: str, key: str) -> BakeliteError:
         """A google/requests error as the backend error family, naming the bucket."""

@@ -33,11 +33,11 @@ from bakelite.errors import (
     ConfigError,
     DeleteRefusedError,
     NotAvailableError,
-    ObjectNotFound,
     PermanentBackendError,
     TransientBackendError,
 )
-from bakelite.storage.base import ObjectInfo, validate_key, validate_prefix
+from bakelite.storage.base import ObjectInfo, validate_prefix
+from bakelite.storage.keyspace import PrefixedKeySpace
 from bakelite.storage.streams import (
     PART_SIZE,
     BodyReader,
@@ -170,7 +170,7 @@ class ObjectLockConfig:
         return None
 
 
-class S3Storage:
+class S3Storage(PrefixedKeySpace):
     """Objects in ``bucket`` under ``prefix``; build one with ``from_config``."""
 
     def __init__(
@@ -534,24 +534,8 @@ class S3Storage:
         if release is not None:
             release()
 
-    def _name(self, key: str) -> str:
-        validate_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
     def _full(self, prefix: str) -> str:
         return f"{self.prefix}/{prefix}" if self.prefix else prefix
-
-    def _rel(self, name: str) -> str:
-        return name[len(self.prefix) + 1 :] if self.prefix else name
-
-    def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(**kwargs)
-        except Exception as e:
-            raise self._translate(e, action, key) from e
-
-    def _not_found(self, key: str) -> ObjectNotFound:
-        return ObjectNotFound(f"object {key} not found", detail=self.describe())
 
     def _scrub(self, text: str) -> str:
         """``text`` with any credential value replaced: a server may echo the key id back."""

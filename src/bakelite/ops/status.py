@@ -192,30 +192,8 @@ def database_status(
     verify = _verify_state(marker, now)
     healthy = state in HEALTHY_STATES
     if record is None:
-        return DatabaseStatus(
-            database=db.name,
-            path=Path(db.path),
-            state=state,
-            healthy=False,
-            reason=reason,
-            pid=None,
-            updated=None,
-            updated_age_seconds=None,
-            stale_after_seconds=None,
-            lag_seconds=None,
-            last_sync=None,
-            synced_age_seconds=None,
-            backup=None,
-            changesets=0,
-            bytes_shipped=0,
-            stuck_seconds=None,
-            failing_since=None,
-            attempts=0,
-            retrying=True,
-            last_error=None,
-            verify=verify,
-            problems=(f"{state}: {reason}", *_verify_problems(verify, max_verify_age)),
-        )
+        missing = (f"{state}: {reason}", *_verify_problems(verify, max_verify_age))
+        return _without_record(db, state, reason, verify, missing)
     lag: float | None = None
     if state in LIVE_STATES and record.last_sync is not None:
         # Absolute times: the lag keeps growing between two writes of the file.
@@ -263,10 +241,17 @@ def database_status(
 
 def _unreadable(db: Database, error: str, now: float, max_verify_age: float | None) -> DatabaseStatus:
     reason = f"status file unreadable: {error}"
+    return _without_record(db, "stale", reason, None, (f"stale: {reason}",))
+
+
+def _without_record(
+    db: Database, state: str, reason: str | None, verify: VerifyState | None, problems: tuple[str, ...]
+) -> DatabaseStatus:
+    """A row for a database whose daemon left no usable status record (never healthy)."""
     return DatabaseStatus(
         database=db.name,
         path=Path(db.path),
-        state="stale",
+        state=state,
         healthy=False,
         reason=reason,
         pid=None,
@@ -284,8 +269,8 @@ def _unreadable(db: Database, error: str, now: float, max_verify_age: float | No
         attempts=0,
         retrying=True,
         last_error=None,
-        verify=None,
-        problems=(f"stale: {reason}",),
+        verify=verify,
+        problems=problems,
     )
 
 

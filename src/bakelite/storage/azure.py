@@ -26,7 +26,6 @@ from bakelite.errors import (
     BackendError,
     BakeliteError,
     ConfigError,
-    DeleteRefusedError,
     NotAvailableError,
     PermanentBackendError,
     TransientBackendError,
@@ -179,11 +178,7 @@ class AzureStorage(PrefixedKeySpace):
             except Exception as e:
                 raise self._translate(e, "deleting", key) from e
         if refused:
-            raise DeleteRefusedError(
-                f"{self.describe()} refused to delete {len(refused)} object(s)",
-                detail=", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""),
-                hint="an immutability policy or legal hold protects them",
-            )
+            raise self._refused(refused, "an immutability policy or legal hold")
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -25,7 +25,6 @@ from bakelite.errors import (
     BackendError,
     BakeliteError,
     ConfigError,
-    DeleteRefusedError,
     NotAvailableError,
     PermanentBackendError,
     TransientBackendError,
@@ -211,11 +210,7 @@ class GCSStorage(PrefixedKeySpace):
             except Exception as e:
                 raise self._translate(e, "deleting", key) from e
         if refused:
-            raise DeleteRefusedError(
-                f"{self.describe()} refused to delete {len(refused)} object(s)",
-                detail=", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""),
-                hint="a bucket retention policy or an object hold protects them",
-            )
+            raise self._refused(refused, "a bucket retention policy or an object hold")
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from bakelite.errors import BakeliteError, ObjectNotFound
+from bakelite.errors import BakeliteError, DeleteRefusedError, ObjectNotFound
 from bakelite.storage.base import validate_key
 
 
@@ -37,3 +37,11 @@ class PrefixedKeySpace(ABC):
 
     def _not_found(self, key: str) -> ObjectNotFound:
         return ObjectNotFound(f"object {key} not found", detail=self.describe())
+
+    def _refused(self, keys: list[str], protection: str) -> DeleteRefusedError:
+        """The error for deletes the store refused (WORM): pruning skips them, never retries."""
+        return DeleteRefusedError(
+            f"{self.describe()} refused to delete {len(keys)} object(s)",
+            detail=", ".join(keys[:5]) + (" ..." if len(keys) > 5 else ""),
+            hint=f"{protection} protects them",
+        )

@@ -31,7 +31,6 @@ from bakelite.errors import (
     BackendError,
     BakeliteError,
     ConfigError,
-    DeleteRefusedError,
     NotAvailableError,
     PermanentBackendError,
     TransientBackendError,
@@ -360,12 +359,7 @@ class S3Storage(PrefixedKeySpace):
                     detail=self._scrub(f"{code}: {err.get('Message', '')}"),
                 )
         if refused:
-            raise DeleteRefusedError(
-                f"{self.describe()} refused to delete {len(refused)} object(s)",
-                detail=", ".join(refused[:5]) + (" ..." if len(refused) > 5 else ""),
-                hint="an Object Lock retention or a bucket policy protects them; "
-                "let the lock and a lifecycle rule govern expiry",
-            )
+            raise self._refused(refused, "an Object Lock retention or a bucket policy")
 
     # -- reads ---------------------------------------------------------------------------------
 

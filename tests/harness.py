@@ -102,6 +102,7 @@ class Deployment:
     extra_config: str = ""
     debounce: str = "50ms"
     max_batch_delay: str = "200ms"
+    safety_poll: str = "2s"
     # The [[backends]] body (TOML lines after the header); empty means a file backend in root/backups.
     backend_toml: str = ""
     # Extra environment for every bakelite subprocess (backend credentials).
@@ -124,7 +125,7 @@ class Deployment:
         dbs = databases or [(self.name, self.db)]
         text = (
             f'[defaults]\ndebounce = "{self.debounce}"\nmax_batch_delay = "{self.max_batch_delay}"\n'
-            'safety_poll = "2s"\n'
+            f'safety_poll = "{self.safety_poll}"\n'
             + self.extra_config
             + "\n[[backends]]\n"
             + (self.backend_toml or f'type = "file"\npath = "{self.backups}"\n')

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from bakelite.config.model import Database
 from bakelite.errors import BackendError, BakeliteError, CorruptionError
@@ -91,6 +92,12 @@ class DatabaseReplicator:
         self.status = ReplicatorStatus()
         self._missed_observe = False
         self._retry_batch = 0
+        # Whether our read transaction may sit on read-mark slot 0 (taken when the WAL was empty or
+        # fully backfilled).  Such a reader makes every autocheckpoint of the app rebuild a frame
+        # iterator over the whole WAL and then give up, so the app's commits get several times
+        # slower once its WAL passes wal_autocheckpoint; a refresh while frames are pending moves
+        # us to a slot > 0, where the app's checkpoints are cheap again.
+        self._slot0_suspect = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -125,6 +132,7 @@ class DatabaseReplicator:
                 raise
             self.status.state = "replicating"
             self.status.backup = self.cursor.backup if self.cursor else None
+            self._slot0_suspect = True
 
     def stop(self) -> None:
         """Ship everything committed (inside a writer freeze), save the cursor, close."""
@@ -149,17 +157,27 @@ class DatabaseReplicator:
                 self.live = None
 
     # ------------------------------------------------------------------ steady state
-    def observe(self) -> None:
-        """Stamp newly committed transactions with the current time (cheap; skipped if busy)."""
+    def observe(self) -> bool:
+        """Stamp newly committed transactions with the current time (cheap; skipped if busy).
+
+        Returns True when a sync should run now rather than after the debounce: commits are
+        pending while our reader may hold read-mark slot 0 (see ``_slot0_suspect``), or the WAL
+        has grown past max_wal_size (so a fast writer cannot outrun the checkpoint for a whole
+        max_batch_delay).
+        """
         if not self.lock.acquire(blocking=False):
             # Busy shipping: the running operation stamps these commits before it lets go.
             self._missed_observe = True
-            return
+            return False
         try:
             if self.tracker is not None and self.cursor is not None and self.live is not None:
                 with contextlib.suppress(GapError):
                     self.tracker.observe(self.clock(), force=False)
                 self._update_lag()
+                if not self.tracker.pending:
+                    return False
+                return self._slot0_suspect or self.tracker.frames_used() > self.db.max_wal_size
+            return False
         finally:
             self.lock.release()
 
@@ -167,11 +185,16 @@ class DatabaseReplicator:
         """Refresh the read transaction (I1) and ship every committed change; return commits shipped."""
         with self.lock:
             live = self._require_live()
+            # Commits already stamped are frames beyond our current reader's mark, so the WAL is
+            # not fully backfilled and the new reader lands on a slot > 0.
+            frames_pending = bool(self._require_tracker().pending)
             try:
                 shipped = live.refresh(self._ship_all)
+                self._slot0_suspect = not frames_pending
             except GapError as e:
                 logger.warning("%s: %s; taking a new full backup", self.db.name, e)
                 self._new_backup()
+                self._slot0_suspect = True
                 shipped = 0
             self._ok()
             self._catch_up_observe()
@@ -194,6 +217,8 @@ class DatabaseReplicator:
                 return False
             live.refresh(self._ship_all)
             truncated = live.checkpoint(self._ship_all)
+            # The checkpoint re-takes our reader on slot 0 when it backfilled everything.
+            self._slot0_suspect = True
             self.status.checkpoints += 1
             if truncated:
                 self.status.truncates += 1
@@ -219,6 +244,7 @@ class DatabaseReplicator:
             live = self._require_live()
             live.refresh(self._ship_all)
             self._new_backup()
+            self._slot0_suspect = True
             self._ok()
 
     def record_failure(self, error: BaseException) -> None:
@@ -414,12 +440,35 @@ class DatabaseReplicator:
     def _ship(self, commits: list[PendingCommit]) -> None:
         cursor = self._require_cursor()
         tracker = self._require_tracker()
+        last = cursor.seq + len(commits)
+        with open(tracker.wal_path, "rb") as wal_file:
+            footer, size, key, position = self._ship_from(commits, wal_file)
+        self.status.changesets += 1
+        self.status.bytes_shipped += size
+        self._save_cursor(
+            replace(
+                cursor,
+                seq=last,
+                last_key=key,
+                last_link=footer.hash,
+                last_time=commits[-1].time,
+                position=position,
+                changesets=cursor.changesets + 1,
+            )
+        )
+
+    def _ship_from(
+        self, commits: list[PendingCommit], wal_file: BinaryIO
+    ) -> tuple[ObjectFooter, int, str, WalPosition | None]:
+        """Encode ``commits`` (pages read through ``wal_file``) and write the change-set object."""
+        cursor = self._require_cursor()
+        tracker = self._require_tracker()
         ps = tracker.page_size
         first = cursor.seq + 1
         last = cursor.seq + len(commits)
         records = []
         for i, c in enumerate(commits):
-            pages = tracker.read_pages(c)
+            pages = tracker.read_pages(c, wal_file)
             records.append(CommitRecord(first + i, c.time, c.db_pages, pages, pgnos=pages.pgnos))
         position = tracker.position_after(commits)
         header = changeset_header(
@@ -439,19 +488,7 @@ class DatabaseReplicator:
         )
         key = layout.changeset_key(self.db.name, cursor.backup, 0, first, last)
         footer, size = self._put(key, header, lambda: changeset_frames(records, ps))
-        self.status.changesets += 1
-        self.status.bytes_shipped += size
-        self._save_cursor(
-            replace(
-                cursor,
-                seq=last,
-                last_key=key,
-                last_link=footer.hash,
-                last_time=commits[-1].time,
-                position=position,
-                changesets=cursor.changesets + 1,
-            )
-        )
+        return footer, size, key, position
 
     def _put(
         self, key: str, header: ObjectHeader, frames: Callable[[], Iterable[bytes]], cold: bool = False

@@ -12,10 +12,11 @@ The tracker reads the ``-wal`` by path, which is safe: SQLite never takes POSIX 
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 from bakelite.errors import BakeliteError
 from bakelite.sqlite import wal
@@ -23,6 +24,8 @@ from bakelite.sqlite import wal
 _FIRST_CHUNK_FRAMES = 64
 _MAX_CHUNK_BYTES = 32 * 1024 * 1024
 _RESCAN_THROTTLE_BYTES = 16 * 1024 * 1024
+# The page number, commit size and salts at the start of a frame header (big-endian).
+_PGNO_SALTS = struct.Struct(">IIII")
 
 
 class GapError(BakeliteError):
@@ -129,6 +132,10 @@ class WalTracker:
         except FileNotFoundError:
             return 0
 
+    def frames_used(self) -> int:
+        """Bytes of committed frames in the current WAL generation (the file may be larger)."""
+        return wal.frame_offset(self.commit_next, self.page_size)
+
     # ------------------------------------------------------------------ observing
     def observe(self, now: float, force: bool = True) -> int:
         """Scan frames written since the last commit seen; stamp new commits with ``now``.
@@ -201,9 +208,12 @@ class WalTracker:
         return found
 
     # ------------------------------------------------------------------ reading
-    def read_pages(self, commit: PendingCommit) -> WalPages:
-        """The page images of ``commit``, sorted by page number, read lazily from the WAL."""
-        return WalPages(self.wal_path, self.page_size, commit)
+    def read_pages(self, commit: PendingCommit, wal_file: BinaryIO | None = None) -> WalPages:
+        """The page images of ``commit``, sorted by page number, read lazily from the WAL.
+
+        ``wal_file``: an open ``-wal`` to read through (one open per batch instead of per commit).
+        """
+        return WalPages(self.wal_path, self.page_size, commit, wal_file)
 
     def take(self, limit_bytes: int | None = None) -> list[PendingCommit]:
         """The pending commits to ship next (all, or a prefix up to about ``limit_bytes`` of pages)."""
@@ -229,10 +239,13 @@ class WalTracker:
 class WalPages(Sequence[tuple[int, bytes]]):
     """A commit's page images, read from the WAL on access (bounded memory for huge commits)."""
 
-    def __init__(self, wal_path: Path, page_size: int, commit: PendingCommit) -> None:
+    def __init__(
+        self, wal_path: Path, page_size: int, commit: PendingCommit, wal_file: BinaryIO | None = None
+    ) -> None:
         self.wal_path = wal_path
         self.page_size = page_size
         self.commit = commit
+        self.wal_file = wal_file
         self.items = sorted(commit.frames.items())
         self.pgnos = [pg for pg, _ in self.items]
 
@@ -248,23 +261,29 @@ class WalPages(Sequence[tuple[int, bytes]]):
     def __getitem__(self, i: int | slice) -> tuple[int, bytes] | Sequence[tuple[int, bytes]]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        if self.wal_file is not None:
+            return self._read(self.wal_file.fileno(), *self.items[i])
         with open(self.wal_path, "rb") as f:
-            return self._read(f, *self.items[i])
+            return self._read(f.fileno(), *self.items[i])
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        if self.wal_file is not None:
+            fd = self.wal_file.fileno()
+            for pg, fi in self.items:
+                yield self._read(fd, pg, fi)
+            return
         with open(self.wal_path, "rb") as f:
             for pg, fi in self.items:
-                yield self._read(f, pg, fi)
+                yield self._read(f.fileno(), pg, fi)
 
-    def _read(self, f: Any, pg: int, fi: int) -> tuple[int, bytes]:
+    def _read(self, fd: int, pg: int, fi: int) -> tuple[int, bytes]:
         fsz = wal.FRAME_HEADER_SIZE + self.page_size
-        f.seek(wal.frame_offset(fi, self.page_size))
-        raw = f.read(fsz)
+        raw = os.pread(fd, fsz, wal.frame_offset(fi, self.page_size))
         if len(raw) != fsz:
             raise GapError(f"WAL frame {fi} vanished before it was shipped")
-        fh = wal.parse_frame_header(raw)
+        fpgno, _, salt1, salt2 = _PGNO_SALTS.unpack_from(raw)
         # The frame was validated when observed; a changed salt or page number means it was
         # overwritten since, which the locking protocol forbids: fail loudly, never ship it.
-        if fh.salts != self.commit.salts or fh.pgno != pg:
+        if (salt1, salt2) != self.commit.salts or fpgno != pg:
             raise GapError(f"WAL frame {fi} was overwritten before it was shipped")
         return pg, raw[wal.FRAME_HEADER_SIZE :]

@@ -16,6 +16,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# How long events gather after a batch; commit times are stamped within this much of COMMIT.
+COALESCE = 0.002
+
 try:
     import inotify_simple
 except ImportError:  # non-Linux: the safety poll alone drives replication
@@ -78,6 +81,10 @@ class WalWatcher:
                     seen.add(name)
             for name in seen:
                 self.on_change(name)
+            if events:
+                # A busy writer sends an event per write: let a few milliseconds of them gather,
+                # so each database is scanned once per batch rather than once per commit.
+                self._stop.wait(COALESCE)
 
     def stop(self) -> None:
         """Stop the thread and close the descriptor."""

@@ -73,6 +73,7 @@ class Replicator:
                 self.databases,
                 open_sync_storages,
                 max_concurrent_snapshots=settings.effective_max_concurrent_snapshots,
+                snapshot_workers=settings.effective_snapshot_workers,
             )
             self._supervisor = sup
             self._thread = threading.Thread(target=self._run, name="bakelite-replicator", daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import time
@@ -252,3 +253,83 @@ def test_list_shows_restore_points(dep: Deployment) -> None:
     assert doc  # one document
     r = dep.bakelite("list")
     assert r.returncode == 0 and dep.name in r.stdout
+
+
+def _wal_read_slots(pid: int, shm: Path) -> set[int]:
+    """The WAL read-mark slots whose read lock process ``pid`` holds on ``shm`` (from /proc/locks).
+
+    SQLite's -shm lock bytes start at offset 120; WAL_READ_LOCK(i) is lock 3 + i.
+    """
+    st = shm.stat()
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    slots: set[int] = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        f = line.split()
+        if "->" in f:  # a blocked waiter, not a held lock
+            continue
+        if len(f) < 8 or f[1] != "POSIX" or f[4] != str(pid) or f[5] != ident:
+            continue
+        start = int(f[6])
+        end = start if f[7] == "EOF" else int(f[7])
+        for byte in range(start, end + 1):
+            if 123 <= byte <= 127:
+                slots.add(byte - 123)
+    return slots
+
+
+def test_reader_leaves_read_mark_slot_zero_as_soon_as_the_app_writes(tmp_path: Path) -> None:
+    # A reader on slot 0 makes each autocheckpoint of the app rebuild a frame iterator over the
+    # whole WAL and give up (several times slower commits). The daemon starts there (the WAL is
+    # empty) and must move off it on the first commit, not a debounce or max_batch_delay later.
+    dep = Deployment(tmp_path / "site", debounce="20s", max_batch_delay="30s", safety_poll="60s")
+    dep.init_db()
+    try:
+        dep.start_daemon()
+        dep.wait_replicating()
+        assert dep.daemon is not None
+        shm = Path(f"{dep.db}-shm")
+        deadline = time.time() + 10
+        while _wal_read_slots(dep.daemon.pid, shm) != {0} and time.time() < deadline:
+            time.sleep(0.05)
+        assert _wal_read_slots(dep.daemon.pid, shm) == {0}, "an idle daemon's reader sits on slot 0"
+        dep.run_writer("--commits", "3")
+        deadline = time.time() + 10
+        while 0 in _wal_read_slots(dep.daemon.pid, shm) and time.time() < deadline:
+            time.sleep(0.05)
+        slots = _wal_read_slots(dep.daemon.pid, shm)
+        assert slots and 0 not in slots, f"daemon still holds read-mark slots {slots}"
+        assert dep.stop_daemon() == 0
+        out = tmp_path / "r.db"
+        assert dep.restore(out).returncode == 0
+        assert grade(out, dep.commits()).seq == 3
+    finally:
+        dep.cleanup()
+
+
+def test_wal_past_max_wal_size_is_checkpointed_without_waiting_for_the_batch_delay(
+    tmp_path: Path,
+) -> None:
+    # A fast writer must not outrun the checkpoint for a whole max_batch_delay: an event that
+    # finds the WAL past max_wal_size syncs (and checkpoints) at once.
+    dep = Deployment(
+        tmp_path / "site",
+        debounce="20s",
+        max_batch_delay="30s",
+        safety_poll="60s",
+        extra_config='max_wal_size = "256KiB"\n',
+    )
+    dep.init_db()
+    try:
+        dep.start_daemon()
+        dep.wait_replicating()
+        dep.run_writer(
+            "--commits", "400", "--blob-every", "2", "--autocheckpoint", "0", "--interval", "0.002"
+        )
+        wal = Path(f"{dep.db}-wal")
+        assert wal.stat().st_size < 2 * 1024 * 1024, wal.stat().st_size
+        assert dep.stop_daemon() == 0
+        out = tmp_path / "r.db"
+        assert dep.restore(out).returncode == 0
+        assert grade(out, dep.commits()).seq == 400
+    finally:
+        dep.cleanup()

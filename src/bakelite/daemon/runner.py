@@ -8,6 +8,7 @@ import threading
 from types import FrameType
 
 from bakelite.config.model import DaemonSettings, Database
+from bakelite.daemon.limits import ensure_fd_limit
 from bakelite.daemon.supervisor import Supervisor
 from bakelite.storage.base import Storage
 from bakelite.storage.registry import open_storage
@@ -26,8 +27,12 @@ def run_daemon(databases: tuple[Database, ...], settings: DaemonSettings) -> int
     sup = Supervisor(
         databases,
         open_sync_storages,
-        max_concurrent_snapshots=settings.effective_max_concurrent_snapshots,
+        snapshot_workers=settings.effective_snapshot_workers,
+        # 0 (automatic): one big snapshot at a time, small databases alongside.
+        max_concurrent_snapshots=settings.max_concurrent_snapshots,
     )
+    # Before anything opens: a fleet needs more descriptors than the usual soft limit of 1,024.
+    ensure_fd_limit(len(databases), sup.workers)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s: shipping what is committed, then stopping", signal.Signals(signum).name)

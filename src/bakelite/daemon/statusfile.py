@@ -11,13 +11,15 @@ Times in both files are Unix seconds (floats); a reader computes ages against it
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -112,6 +114,9 @@ class StatusRecord:
     failing_since: float | None = None  # start of the current streak of failed attempts
     attempts: int = 0  # failed attempts in that streak
     last_error: str | None = None  # kept after recovery, so a flapping database can be diagnosed
+    # True: the file's mtime is its heartbeat (refreshed while the record is unchanged), so the
+    # record was last confirmed at the later of ``written`` and the mtime (read_status applies it).
+    mtime_heartbeat: bool = False
     version: int = STATUS_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,10 +137,23 @@ class StatusRecord:
 
 
 def read_status(db_path: str | os.PathLike[str], name: str) -> StatusRecord | None:
-    """The published status of database ``name``, or None if no daemon ever published one."""
+    """The published status of database ``name``, or None if no daemon ever published one.
+
+    With ``mtime_heartbeat``, ``written`` is the later of the record's own time and the file's
+    mtime: an unchanged record's heartbeat only touches the file (see ``StatusPublisher``).
+    """
     path = status_path(db_path, name)
     data = _read_json(path)
-    return None if data is None else StatusRecord.from_dict(data, path)
+    if data is None:
+        return None
+    record = StatusRecord.from_dict(data, path)
+    if not record.mtime_heartbeat:
+        return record
+    with contextlib.suppress(OSError):
+        touched = os.stat(path).st_mtime
+        if touched > record.written:
+            record = replace(record, written=touched)
+    return record
 
 
 def write_status(path: Path, record: StatusRecord) -> None:
@@ -153,6 +171,8 @@ def write_status(path: Path, record: StatusRecord) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        # The file's mtime is its heartbeat (see read_status): it starts as the record's time.
+        os.utime(fd, (record.written, record.written))
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -174,13 +194,19 @@ class Publication(NamedTuple):
     key: tuple[object, ...]
     heartbeat: float
     build: Callable[[float], StatusRecord]
+    # The record has mtime_heartbeat: an unchanged file's heartbeat sets its mtime, not a rewrite.
+    touch: bool = False
 
 
 class StatusPublisher:
     """Writes each database's status file when it changed, and at least once per heartbeat.
 
     One thread for every database (no thread per database); ``publish_all`` can also be called
-    directly, as the daemon does once more after its drain so the files say ``stopped``.
+    directly, as the daemon does once more after its drain so the files say ``stopped``.  The
+    source need only yield the databases whose status may have changed: the heartbeat of every
+    file written before is kept here.  A publication with ``touch`` gets its heartbeat by setting
+    the file's mtime (one syscall instead of a rewrite: ~4 µs instead of ~140 µs, which matters for
+    10,000 databases; ``read_status`` takes the later of the two as ``written``).
     """
 
     def __init__(
@@ -192,8 +218,10 @@ class StatusPublisher:
         self.source = source
         self.interval = interval
         self.clock = clock
-        # path -> (the key last written, when it was written)
-        self._last: dict[Path, tuple[tuple[object, ...], float]] = {}
+        # path -> (the key last written, when it was written or touched, its publication)
+        self._last: dict[Path, tuple[tuple[object, ...], float, Publication]] = {}
+        self._heartbeats: list[tuple[float, Path]] = []  # (when due, path), stale entries skipped
+        self._retry: dict[Path, Publication] = {}  # whose last write failed: tried again each pass
         self._failing: set[Path] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -220,18 +248,46 @@ class StatusPublisher:
                 logger.exception("publishing status files failed")
 
     def publish_all(self, force: bool = False) -> int:
-        """Write every status file that changed or is due; returns how many were written."""
+        """Write every status file that changed or is due; returns how many were written or touched."""
         written = 0
         with self._lock:
             now = self.clock()
-            for pub in self.source():
+            # Failed writes first, so a newer publication of the same file from the source wins.
+            for pub in itertools.chain(list(self._retry.values()), self.source()):
                 last = self._last.get(pub.path)
-                if not force and last is not None and last[0] == pub.key and now - last[1] < pub.heartbeat:
+                if not force and last is not None and last[0] == pub.key:
+                    if now - last[1] >= pub.heartbeat and self._touch(pub, now):
+                        written += 1
                     continue
                 if self._write(pub.path, pub.build(now)):
-                    self._last[pub.path] = (pub.key, now)
+                    self._remember(pub, now)
+                    written += 1
+                else:
+                    self._retry[pub.path] = pub
+            while self._heartbeats and self._heartbeats[0][0] <= now:
+                _, path = heapq.heappop(self._heartbeats)
+                entry = self._last.get(path)
+                if entry is not None and now - entry[1] >= entry[2].heartbeat and self._touch(entry[2], now):
                     written += 1
         return written
+
+    def _remember(self, pub: Publication, now: float) -> None:
+        self._last[pub.path] = (pub.key, now, pub)
+        self._retry.pop(pub.path, None)
+        heapq.heappush(self._heartbeats, (now + pub.heartbeat, pub.path))
+
+    def _touch(self, pub: Publication, now: float) -> bool:
+        """Heartbeat of an unchanged file: set its mtime, or rewrite it (without ``touch``, or if gone)."""
+        try:
+            if not pub.touch:
+                raise FileNotFoundError
+            os.utime(pub.path, (now, now))
+        except OSError:
+            if not self._write(pub.path, pub.build(now)):
+                self._retry[pub.path] = pub
+                return False
+        self._remember(pub, now)
+        return True
 
     def _write(self, path: Path, record: StatusRecord) -> bool:
         try:

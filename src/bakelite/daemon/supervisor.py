@@ -6,6 +6,11 @@ deadline heap.  A change event stamps new commits at once (cheap) and sets the s
 fallback deadline.  A worker runs at most one task per database at a time; failures back off
 exponentially with jitter and are retried, never dropped.
 
+Idle databases cost no work: a safety poll that finds the ``-wal`` and the database file unchanged
+since the last task (one ``stat`` each, checked in batches on a worker) reschedules without a
+sync, and a database that went quiet keeps only the connection holding its read transaction
+(``LiveDatabase.trim``).
+
 A publisher thread writes each database's status file (``daemon/statusfile.py``) from the same
 per-database records the metrics endpoint serves (``status_records``).
 """
@@ -16,6 +21,7 @@ import functools
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import threading
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bakelite.config.model import Database
+from bakelite.daemon.limits import release_free_memory
 from bakelite.daemon.lock import DatabaseLock
 from bakelite.daemon.mirror import MirrorLoop
 from bakelite.daemon.statusfile import (
@@ -39,6 +46,7 @@ from bakelite.daemon.statusfile import (
     status_path,
 )
 from bakelite.errors import BakeliteError, DatabaseError, EncryptionError, LockHeldError
+from bakelite.format import layout
 from bakelite.replication.shipper import DatabaseReplicator
 from bakelite.replication.watcher import WalWatcher
 from bakelite.storage.base import Storage
@@ -46,8 +54,20 @@ from bakelite.storage.base import Storage
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
+# Safety polls of idle databases are checked this many to a worker task, and fall due on a grid of
+# this many seconds so that they come in batches rather than one scheduler wake-up each.
+POLL_BATCH = 64
+POLL_GRID = 1.0
+# With max_concurrent_snapshots automatic (0), databases up to this size take their snapshots
+# alongside others (a fleet of small databases bootstraps in parallel); bigger ones one at a time.
+SMALL_SNAPSHOT = 64 * 1024 * 1024
+# A file modified less than this before it was stat'ed may change again within the same mtime tick.
+MTIME_MARGIN = 0.05
 # Compaction and retention run at most this often per database (and after each new backup).
 COMPACT_INTERVAL = 30.0
+# While nothing new is shipped, the interval doubles up to this: an idle database's objects change
+# only as they age into a wider level, and listing them every 30 s costs a LIST per database.
+COMPACT_IDLE_MAX = 3600.0
 COMPACT_REFUSED_BACKOFF = 3600.0
 
 
@@ -73,12 +93,87 @@ class DatabaseSlot:
     next_compact: float = 0.0
     compacted_backup: str | None = None
     compact_headers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # (backup, seq) at the last compaction pass, and the wait before the next one.
+    compacted_at: tuple[str, int] | None = None
+    compact_wait: float = COMPACT_INTERVAL
     # The current streak of failures (also before a replicator exists), for status and metrics.
     failing_since: float | None = None
     last_error: str | None = None
+    # An event asked for a sync now (replicator.observe()); kept if it arrived while busy.
+    urgent: bool = False
+    # The -wal and database file as stat'ed before the last successful task (None: unknown, or
+    # modified too recently to tell a later write apart): a safety poll finding them unchanged
+    # skips the sync.
+    idle_mark: tuple[int, ...] | None = None
+    # Counted among the databases whose start was attempted to the end (see Supervisor._booting).
+    booted: bool = False
 
 
 StorageFactory = Callable[[Database], list[Storage]]
+
+
+def file_mark(db_path: Path) -> tuple[int, ...] | None:
+    """(inode, size, mtime) of a database's ``-wal`` and file; None when one changed too recently to trust.
+
+    ``stat`` opens nothing, so it cannot drop the locks of our connections (design.md §2, I4).
+    """
+    mark: list[int] = []
+    now = time.time()  # the wall clock, like the file times
+    for path in (f"{db_path}-wal", os.fspath(db_path)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            mark += (0, 0, 0)
+            continue
+        except OSError:
+            return None
+        if now - st.st_mtime_ns / 1e9 <= MTIME_MARGIN:
+            return None
+        mark += (st.st_ino, st.st_size, st.st_mtime_ns)
+    return tuple(mark)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _backup_born(backup: str) -> float:
+    return layout.backup_time(backup)
+
+
+def _snapshot_maybe_due(db: Database, backup: str, changesets: int, now: float) -> bool:
+    """A cheap precheck of DatabaseReplicator.snapshot_due (which parses the backup id's time)."""
+    limit = db.max_segments_per_snapshot
+    if limit and changesets >= limit:
+        return True
+    return db.snapshot_interval > 0 and now - _backup_born(backup) >= db.snapshot_interval
+
+
+class SnapshotGate(threading.Semaphore):
+    """The max_concurrent_snapshots gate as one database sees it: with the automatic setting a
+    database of at most SMALL_SNAPSHOT bytes passes without taking a slot."""
+
+    def __init__(self, shared: threading.Semaphore, db_path: Path, small_pass: bool) -> None:
+        super().__init__(0)
+        self.shared = shared
+        self.db_path = db_path
+        self.small_pass = small_pass
+        self._held = False
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take a slot of the shared gate, unless the database is small (sized now, not at start)."""
+        if self.small_pass:
+            try:
+                if os.stat(self.db_path).st_size <= SMALL_SNAPSHOT:
+                    return True
+            except OSError:
+                pass
+        got = self.shared.acquire(blocking, timeout)
+        self._held = got
+        return got
+
+    def release(self, n: int = 1) -> None:
+        """Give back the slot if one was taken."""
+        if self._held:
+            self._held = False
+            self.shared.release()
 
 
 class _StatusKey(NamedTuple):
@@ -107,6 +202,7 @@ class Supervisor:
         open_storages: StorageFactory,
         *,
         max_concurrent_snapshots: int = 1,
+        snapshot_workers: int = 1,
         workers: int | None = None,
         clock: Callable[[], float] = time.time,
         status_interval: float | None = PUBLISH_INTERVAL,
@@ -117,10 +213,12 @@ class Supervisor:
         self.drained = False
         self.open_storages = open_storages
         self.slots = {db.name: DatabaseSlot(db) for db in databases}
+        self.snapshot_workers = max(1, snapshot_workers)
+        # 0 is automatic: one big snapshot at a time, small databases alongside (SnapshotGate).
         self.snapshot_gate = threading.Semaphore(max(1, max_concurrent_snapshots))
-        self.pool = ThreadPoolExecutor(
-            max_workers=workers or min(8, max(2, len(databases))), thread_name_prefix="bakelite-db"
-        )
+        self.small_snapshots_pass = max_concurrent_snapshots == 0
+        self.workers = workers or min(8, max(2, len(databases)))
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bakelite-db")
         self.cond = threading.Condition()
         self.heap: list[tuple[float, int, str]] = []
         self.counter = itertools.count()
@@ -128,6 +226,12 @@ class Supervisor:
         self.watcher = WalWatcher(self._on_change)
         self.status_interval = status_interval or PUBLISH_INTERVAL
         self._status_targets: dict[str, tuple[Path, float]] = {}
+        # Databases whose status may have changed since the publisher's last pass (under cond);
+        # the first pass, and the last one after the drain, publish every database.
+        self._dirty: set[str] = set()
+        self._publish_every = True
+        # Databases not yet started (or given up on): when none is left, the heap is trimmed.
+        self._booting = len(self.slots)
         self.publisher = (
             StatusPublisher(self._publications, self.status_interval, clock)
             if status_interval is not None
@@ -139,25 +243,40 @@ class Supervisor:
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, slot: DatabaseSlot, when: float) -> None:
         slot.due = when
+        # The scheduler sleeps until the earliest deadline: wake it only when this one is earlier
+        # (with thousands of idle databases, a wake-up per rescheduled poll is most of the cost).
+        wake = not self.heap or when < self.heap[0][0]
         heapq.heappush(self.heap, (when, next(self.counter), slot.db.name))
-        self.cond.notify()
+        if wake:
+            self.cond.notify()
 
     def _on_change(self, name: str) -> None:
         slot = self.slots.get(name)
         if slot is None or slot.replicator is None:
             return
+        mark = slot.idle_mark
+        if mark is not None and file_mark(Path(slot.db.path)) == mark:
+            # Nothing was written since the last task began: a descriptor on the -wal was closed
+            # (ours, when trim() closes a connection, or the app's), which is not a change.
+            return
         # Stamp commit times now, before debouncing delays the sync.
-        slot.replicator.observe()
+        urgent = slot.replicator.observe()
         now = self.clock()
         with self.cond:
             if slot.first_event is None:
                 slot.first_event = now
             slot.last_event = now
             deadline = min(now + slot.db.debounce, slot.first_event + slot.db.max_batch_delay)
+            if urgent:
+                # Our reader may pin read-mark slot 0 (which slows every app commit), or the WAL
+                # outgrew max_wal_size: sync (and checkpoint) now.
+                deadline = now
+                slot.urgent = True
             if slot.retry_at is not None:
                 deadline = max(deadline, slot.retry_at)
             if deadline < slot.due or slot.due <= now:
                 self._schedule(slot, deadline)
+            self._dirty.add(name)
 
     def run(self) -> None:
         """Start every database, then schedule syncs until stopped; drain on the way out."""
@@ -176,18 +295,25 @@ class Supervisor:
                 with self.cond:
                     now = self.clock()
                     ready: list[DatabaseSlot] = []
+                    polls: list[DatabaseSlot] = []
                     while self.heap and self.heap[0][0] <= now:
                         when, _, name = heapq.heappop(self.heap)
                         slot = self.slots[name]
                         if when != slot.due or slot.busy or slot.fatal is not None:
                             continue
                         slot.busy = True
-                        ready.append(slot)
+                        if self._poll_only(slot):
+                            polls.append(slot)
+                        else:
+                            ready.append(slot)
+                            self._dirty.add(name)  # published while it runs (e.g. "snapshotting")
                     timeout = (self.heap[0][0] - now) if self.heap else 1.0
-                    if not ready:
+                    if not ready and not polls:
                         self.cond.wait(timeout=min(max(timeout, 0.0), 1.0))
                 for slot in ready:
                     self.pool.submit(self._work, slot)
+                for i in range(0, len(polls), POLL_BATCH):
+                    self.pool.submit(self._poll, polls[i : i + POLL_BATCH])
                 if all(s.fatal is not None for s in self.slots.values()):
                     break
         finally:
@@ -213,18 +339,83 @@ class Supervisor:
             if rep is None or not slot.started:
                 raise BakeliteError(f"replication of {name!r} has not started", detail=slot.last_error)
             rep.sync()
+            with self.cond:
+                self._dirty.add(name)
 
     # ------------------------------------------------------------------ work
+    def _poll_due(self, slot: DatabaseSlot) -> float:
+        """When the next safety poll is due: on a POLL_GRID grid, so idle databases are polled in batches."""
+        return math.ceil((self.clock() + slot.db.safety_poll) / POLL_GRID) * POLL_GRID
+
+    def _poll_only(self, slot: DatabaseSlot) -> bool:
+        """Whether a due slot is only a safety poll of an idle database (called under cond)."""
+        return (
+            slot.started
+            and slot.idle_mark is not None
+            and slot.first_event is None
+            and slot.retry_at is None
+            and not slot.urgent
+        )
+
+    def _poll(self, batch: list[DatabaseSlot]) -> None:
+        """Safety polls: a database whose files did not change and has nothing else due is rescheduled."""
+        for slot in batch:
+            try:
+                quiet = self._quiet(slot)
+            except Exception:
+                logger.exception("%s: safety poll failed", slot.db.name)
+                quiet = False
+            if quiet:
+                self._trim(slot)  # after its last shipment, a database is trimmed here
+                self._finish(slot, self._poll_due(slot), changed=False)
+            else:
+                self._work(slot)
+
+    def _quiet(self, slot: DatabaseSlot) -> bool:
+        """Nothing to do: the files are as the last task found them and no periodic job is due."""
+        rep, db = slot.replicator, slot.db
+        if rep is None:
+            return False
+        now = self.clock()
+        cursor = rep.cursor
+        maybe_due = cursor is not None and _snapshot_maybe_due(db, cursor.backup, cursor.changesets, now)
+        if maybe_due and rep.snapshot_due():
+            return False
+        if db.multipart_sweep_interval > 0 and now >= slot.next_sweep:
+            return False
+        new_backup = cursor is not None and cursor.backup != slot.compacted_backup
+        if (db.compaction_levels or db.retention or db.max_backups or db.max_total_size) and (
+            now >= slot.next_compact or new_backup
+        ):
+            return False
+        mark = file_mark(Path(db.path))
+        # An unchanged -wal over max_wal_size still gets its checkpoint retried, as before.
+        return mark is not None and mark == slot.idle_mark and mark[1] <= db.max_wal_size
+
+    def _trim(self, slot: DatabaseSlot) -> None:
+        """Close the connections a quiet database does not need (see LiveDatabase.trim)."""
+        rep = slot.replicator
+        live = rep.live if rep is not None else None
+        if rep is None or live is None or live.open_connections() <= 1:
+            return
+        with rep.lock:
+            if rep.live is not None:
+                rep.live.trim()
+
     def _work(self, slot: DatabaseSlot) -> None:
         db = slot.db
+        # Stat'ed before the task reads anything: a write after this changes the mark.
+        mark = file_mark(Path(db.path))
+        shipped = 0
         try:
             if not slot.started:
                 self._start(slot)
             else:
                 with self.cond:
                     slot.first_event = None
+                    slot.urgent = False
                 assert slot.replicator is not None
-                slot.replicator.sync()
+                shipped = slot.replicator.sync()
                 slot.replicator.maybe_checkpoint()
                 if slot.replicator.snapshot_due():
                     slot.replicator.snapshot()
@@ -233,7 +424,13 @@ class Supervisor:
             slot.failures = 0
             slot.retry_at = None
             slot.failing_since = None
-            next_due = self.clock() + db.safety_poll
+            slot.idle_mark = mark
+            if slot.first_event is None and not shipped:
+                # Quiet (a database that just shipped keeps its connections for the next commit).
+                self._trim(slot)
+            next_due = self._poll_due(slot)
+            if slot.replicator is not None and slot.replicator.urgent():
+                next_due = self.clock()  # e.g. commits arrived while we sat on read-mark 0
         except (LockHeldError, DatabaseError, EncryptionError) as e:
             # Cannot even start (locked, not WAL, missing, no usable key): report, do not spin.
             next_due = self._failed(slot, e, fatal_if_unstarted=True)
@@ -242,17 +439,35 @@ class Supervisor:
         except Exception as e:  # a bug: log it with its traceback, keep the other databases going
             logger.exception("%s: unexpected error", db.name)
             next_due = self._failed(slot, e, fatal_if_unstarted=False)
+        self._finish(slot, next_due)
+
+    def _finish(self, slot: DatabaseSlot, next_due: float, changed: bool = True) -> None:
+        """End a task: schedule the slot's next one (sooner if events arrived meanwhile)."""
+        db = slot.db
+        booted = False
         with self.cond:
             slot.busy = False
+            if changed:
+                self._dirty.add(db.name)
+            if not slot.booted and (slot.started or slot.fatal is not None):
+                slot.booted = True
+                self._booting -= 1
+                booted = self._booting == 0
             if slot.fatal is None and not self.stopping.is_set():
                 # Events that arrived while busy: ship them a debounce after the latest one (never
                 # later than max_batch_delay after the first), as if they had arrived while idle.
                 if slot.first_event is not None and slot.retry_at is None:
                     quiet = (slot.last_event or slot.first_event) + db.debounce
                     next_due = min(next_due, quiet, slot.first_event + db.max_batch_delay)
+                    if slot.urgent:
+                        next_due = self.clock()
                 self._schedule(slot, next_due)
             else:
                 self.cond.notify()
+        if booted:
+            # Every database has its first backup: what the snapshots' buffers left free in the
+            # allocator goes back to the system (about 12 KiB a database in a fleet of small ones).
+            release_free_memory()
 
     def _maybe_sweep(self, slot: DatabaseSlot) -> None:
         """Abort orphaned multipart uploads every multipart_sweep_interval (S3 only; else a no-op)."""
@@ -261,7 +476,6 @@ class Supervisor:
         if db.multipart_sweep_interval <= 0 or now < slot.next_sweep:
             return
         slot.next_sweep = now + db.multipart_sweep_interval
-        from bakelite.format import layout
         from bakelite.ops import reclaim
 
         for storage in slot.storages:
@@ -274,7 +488,7 @@ class Supervisor:
                 logger.info("%s: aborted %d orphaned multipart upload(s)", db.name, report.aborted)
 
     def _maybe_compact(self, slot: DatabaseSlot) -> None:
-        """Compaction, then retention, every COMPACT_INTERVAL or after a new backup; never fatal."""
+        """Compaction, then retention, every COMPACT_INTERVAL (longer while idle) or after a new backup."""
         rep = slot.replicator
         cursor = rep.cursor if rep is not None else None
         db = slot.db
@@ -287,7 +501,14 @@ class Supervisor:
             return
         if not db.compaction_levels and not (db.retention or db.max_backups or db.max_total_size):
             return
-        slot.next_compact = now + COMPACT_INTERVAL
+        shipped_since = slot.compacted_at != (cursor.backup, cursor.seq)
+        idle_wait = min(2 * slot.compact_wait, COMPACT_IDLE_MAX)
+        if cursor.changesets == 0 and not db.retention:
+            # A backup that is only its snapshot has nothing to age into a wider level.
+            idle_wait = COMPACT_IDLE_MAX
+        slot.compact_wait = COMPACT_INTERVAL if shipped_since else idle_wait
+        slot.compacted_at = (cursor.backup, cursor.seq)
+        slot.next_compact = now + slot.compact_wait
         slot.compacted_backup = cursor.backup
         from bakelite.ops import compact, retention
 
@@ -337,8 +558,14 @@ class Supervisor:
         from bakelite.crypto.keys import cipher_for
 
         cipher = cipher_for(db, storages=slot.storages)
+        gate = SnapshotGate(self.snapshot_gate, Path(db.path), self.small_snapshots_pass)
         rep = DatabaseReplicator(
-            db, slot.storages, cipher=cipher, snapshot_gate=self.snapshot_gate, clock=self.clock
+            db,
+            slot.storages,
+            cipher=cipher,
+            snapshot_gate=gate,
+            snapshot_workers=self.snapshot_workers,
+            clock=self.clock,
         )
         slot.replicator = rep
         rep.start()
@@ -347,6 +574,7 @@ class Supervisor:
 
     def _failed(self, slot: DatabaseSlot, error: BaseException, fatal_if_unstarted: bool) -> float:
         slot.failures += 1
+        slot.idle_mark = None
         if slot.replicator is not None:
             slot.replicator.record_failure(error)
         msg = error.one_line() if isinstance(error, BakeliteError) else repr(error)
@@ -406,6 +634,8 @@ class Supervisor:
         self.drained = True
         if self.publisher is not None:
             # The last word of this run: every file says stopped (with any error it retained).
+            with self.cond:
+                self._publish_every = True
             self.publisher.publish_all(force=True)
 
     # ------------------------------------------------------------------ status
@@ -456,6 +686,7 @@ class Supervisor:
             started=self.started_at,
             written=now,
             stale_after=stale_threshold(slot.db.safety_poll, self.status_interval),
+            mtime_heartbeat=True,
             **key._asdict(),
         )
 
@@ -469,10 +700,17 @@ class Supervisor:
                 )
                 for name, slot in self.slots.items()
             }
-        for name, slot in self.slots.items():
+        with self.cond:
+            dirty = self._dirty
+            # A running task may change its status at any time: look at it again next pass.
+            self._dirty = {name for name in dirty if self.slots[name].busy}
+            names = list(self.slots) if self._publish_every else list(dirty)
+            self._publish_every = False
+        for name in names:
+            slot = self.slots[name]
             path, heartbeat = self._status_targets[name]
             key = self._status_key(slot)
-            yield Publication(path, key, heartbeat, functools.partial(self._record, slot, key))
+            yield Publication(path, key, heartbeat, functools.partial(self._record, slot, key), touch=True)
 
     def fatal_errors(self) -> list[BakeliteError]:
         """Databases that could not be started at all."""

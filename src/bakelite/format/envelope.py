@@ -28,13 +28,16 @@ object it replaces so its successors still chain.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import io
 import json
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol, TypeVar
 
 import blake3
 import crc32c
@@ -50,6 +53,8 @@ _TAIL = struct.Struct(">II")
 _END = b"\0" * _FRAME.size
 MAX_HEADER = 1 << 20
 MAX_FRAME = 1 << 30
+
+_T = TypeVar("_T")
 
 
 class FrameCipher(Protocol):
@@ -217,30 +222,114 @@ def cipher_key_id(cipher: FrameCipher | None) -> str | None:
     return key_id if isinstance(key_id, str) else None
 
 
-class ObjectWriter:
-    """Encodes an object from raw frames as a stream of byte chunks; ``footer`` is set at the end."""
+class _Encoded(NamedTuple):
+    """One frame ready to write: ``record`` is its frame header plus stored bytes."""
 
-    def __init__(self, header: ObjectHeader, cipher: FrameCipher | None = None) -> None:
+    record: bytes
+    comp: bytes | None  # the plaintext compressed frame when sealed (else it is the record's body)
+    raw_len: int
+
+
+class ObjectWriter:
+    """Encodes an object from raw frames as a stream of byte chunks; ``footer`` is set at the end.
+
+    With ``workers`` > 1 the frames are compressed, sealed and checksummed on that many threads
+    (zstd, BLAKE3, CRC-32C and libsodium release the GIL), at most ``window`` frames ahead of the
+    consumer, and written in order: the bytes are the same as with one worker.  The input frames must
+    not be mutated after they are yielded.
+    """
+
+    def __init__(
+        self,
+        header: ObjectHeader,
+        cipher: FrameCipher | None = None,
+        *,
+        workers: int = 1,
+        window: int | None = None,
+    ) -> None:
         if header.encrypted != (cipher is not None):
             raise ValueError("header.encrypted must match whether a cipher is given")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        # Two frames per worker keeps every worker busy while the consumer writes one out.
+        window = 2 * workers if window is None else window
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
         key_id = cipher_key_id(cipher)
         if header.key_id != key_id:
             header = dataclasses.replace(header, key_id=key_id)
         self.header = header
         self.cipher = cipher
+        self.workers = workers
+        self.window = window
         self.footer: ObjectFooter | None = None
         self.size = 0
 
     def chunks(self, raw_frames: Iterable[bytes | memoryview]) -> Iterator[bytes]:
         """Yield the encoded object; compresses (and seals) each raw frame in turn."""
         codec = self.header.codec
-        return self._encode((codecs.compress(raw, codec), len(raw)) for raw in raw_frames)
+        seal = self._sealer()
+
+        def encode(n: int, raw: bytes | memoryview) -> _Encoded:
+            return seal(n, codecs.compress(raw, codec), len(raw))
+
+        return self._encode(self._ordered(raw_frames, encode))
 
     def chunks_compressed(self, frames: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
         """Yield the encoded object from already compressed ``(frame, raw length)`` pairs (re-encryption)."""
-        return self._encode(frames)
+        seal = self._sealer()
 
-    def _encode(self, frames: Iterable[tuple[bytes, int]]) -> Iterator[bytes]:
+        def encode(n: int, frame: tuple[bytes, int]) -> _Encoded:
+            return seal(n, frame[0], frame[1])
+
+        return self._encode(self._ordered(frames, encode))
+
+    def _sealer(self) -> Callable[[int, bytes, int], _Encoded]:
+        """The per-frame work after compression: seal (with encryption), frame header, frame CRC."""
+        cipher = self.cipher
+        # frame_ad(n) is this digest plus the index: hash the identity once, not per frame.
+        ad_prefix = blake3.blake3(self.header.identity()).digest()
+
+        def seal(n: int, comp: bytes, raw_len: int) -> _Encoded:
+            if cipher is None:
+                return _Encoded(_FRAME.pack(len(comp), raw_len, crc32c.crc32c(comp)) + comp, None, raw_len)
+            stored = cipher.seal(comp, ad_prefix + struct.pack(">I", n))
+            return _Encoded(_FRAME.pack(len(stored), raw_len, crc32c.crc32c(stored)) + stored, comp, raw_len)
+
+        return seal
+
+    def _ordered(
+        self, items: Iterable[_T], encode: Callable[[int, _T], _Encoded]
+    ) -> Generator[_Encoded, None, None]:
+        """``encode(index, item)`` for each item, in order; on ``workers`` threads when more than one."""
+        if self.workers == 1:
+            for n, item in enumerate(items):
+                yield encode(n, item)
+            return
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bakelite-encode")
+        pending: collections.deque[Future[_Encoded]] = collections.deque()
+        try:
+            source = enumerate(items)
+            more = True
+            while True:
+                # Top up the window before waiting, so the workers never wait on the consumer.
+                while more and len(pending) < self.window:
+                    nxt = next(source, None)
+                    if nxt is None:
+                        more = False
+                    else:
+                        pending.append(pool.submit(encode, *nxt))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            # On an error (ours, the input's or the consumer's) drop queued frames and let the
+            # running ones finish, so no thread outlives the object.
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
+
+    def _encode(self, frames: Generator[_Encoded, None, None]) -> Iterator[bytes]:
         crc = 0
         plain_h = blake3.blake3()
         stored_h = blake3.blake3() if self.cipher else plain_h
@@ -250,18 +339,22 @@ class ObjectWriter:
         self.size = len(first)
         yield first
         n = raw_total = stored_total = 0
-        for comp, raw_len in frames:
-            plain_h.update(comp)
-            stored = self.cipher.seal(comp, self.header.frame_ad(n)) if self.cipher else comp
-            if self.cipher:
-                stored_h.update(stored)
-            fh = _FRAME.pack(len(stored), raw_len, crc32c.crc32c(stored))
-            crc = crc32c.crc32c(stored, crc32c.crc32c(fh, crc))
-            n += 1
-            raw_total += raw_len
-            stored_total += len(stored)
-            self.size += len(fh) + len(stored)
-            yield fh + stored
+        # Closed explicitly, so an abandoned or failed write stops the encoding threads now.
+        with contextlib.closing(frames):
+            for record, comp, raw_len in frames:
+                stored = memoryview(record)[_FRAME.size :]
+                if comp is None:
+                    plain_h.update(stored)
+                else:
+                    plain_h.update(comp)
+                    stored_h.update(stored)
+                # The running CRC over the header then the stored bytes is the CRC over the record.
+                crc = crc32c.crc32c(record, crc)
+                n += 1
+                raw_total += raw_len
+                stored_total += len(stored)
+                self.size += len(record)
+                yield record
         content = self.header.content_hash(plain_h.digest())
         seal = None
         if self.cipher is not None:
@@ -383,26 +476,104 @@ class ObjectReader:
         plain_h = blake3.blake3()
         stored_h = blake3.blake3() if h.encrypted else plain_h
         n = raw_total = stored_total = 0
-        while True:
-            stored_len, raw_len, fcrc = _FRAME.unpack(self._read(_FRAME.size))
-            if stored_len == 0 and raw_len == 0 and fcrc == 0:
-                break
-            if stored_len > MAX_FRAME or raw_len > MAX_FRAME:
-                raise CorruptionError(f"{self.name}: frame {n} length is implausible")
+        while (lengths := self._frame_lengths(n)) is not None:
+            stored_len, raw_len, fcrc = lengths
             stored = self._read(stored_len)
-            if crc32c.crc32c(stored) != fcrc:
-                raise CorruptionError(f"{self.name}: frame {n} fails its CRC-32C")
-            if self.cipher is not None and h.encrypted:
+            comp = self._check_frame(n, stored, fcrc)
+            if h.encrypted:
                 stored_h.update(stored)
-                comp = self._open(stored, h.frame_ad(n), f"frame {n}")
-            else:
-                comp = stored
             plain_h.update(comp)
             n += 1
             raw_total += raw_len
             stored_total += stored_len
             yield comp, raw_len
         self._finish(n, raw_total, stored_total, stored_h.hexdigest(), plain_h.digest())
+
+    def frames_concurrent(
+        self, executor: Executor, window: int, window_bytes: int
+    ) -> Generator[bytes, None, None]:
+        """Like ``frames()``, with each frame's CRC check, decryption and decompression on ``executor``.
+
+        Frames are read, hashed and yielded in stream order, and the first failure in stream order
+        is the one raised, as with ``frames()``; the footer is verified after the last frame.  At
+        most ``window`` frames, and ``window_bytes`` of stored plus raw bytes (at least one frame
+        whatever its size), are read but not yet yielded.  Closing the iterator early cancels the
+        frames not yet started.
+        """
+        h = self.header
+        codec = h.codec
+        plain_h = blake3.blake3()
+        stored_h = blake3.blake3() if h.encrypted else plain_h
+        pending: collections.deque[tuple[Future[tuple[bytes, bytes]], int]] = collections.deque()
+        in_flight = n = raw_total = stored_total = 0
+
+        def decode(index: int, stored: bytes, raw_len: int, fcrc: int) -> tuple[bytes, bytes]:
+            comp = self._check_frame(index, stored, fcrc)
+            return comp, codecs.decompress(comp, codec, raw_len)
+
+        def take() -> bytes:
+            nonlocal in_flight
+            future, cost = pending.popleft()
+            comp, raw = future.result()
+            # The plaintext digest needs the frames in order, so it is fed here, not by the workers.
+            plain_h.update(comp)
+            in_flight -= cost
+            return raw
+
+        def drain() -> Iterator[bytes]:
+            while pending:
+                yield take()
+
+        try:
+            while True:
+                try:
+                    lengths = self._frame_lengths(n)
+                except Exception:
+                    # A frame read earlier may have failed first: raise what frames() would have.
+                    yield from drain()
+                    raise
+                if lengths is None:
+                    break
+                stored_len, raw_len, fcrc = lengths
+                cost = stored_len + raw_len
+                # Make room before reading the frame's bytes, so memory stays within the window.
+                while pending and (len(pending) >= window or in_flight + cost > window_bytes):
+                    yield take()
+                try:
+                    stored = self._read(stored_len)
+                except Exception:
+                    yield from drain()
+                    raise
+                if h.encrypted:
+                    stored_h.update(stored)
+                pending.append((executor.submit(decode, n, stored, raw_len, fcrc), cost))
+                in_flight += cost
+                n += 1
+                raw_total += raw_len
+                stored_total += stored_len
+            yield from drain()
+        finally:
+            # Abandoned or failed: nobody will use the frames still queued.
+            for future, _ in pending:
+                future.cancel()
+        self._finish(n, raw_total, stored_total, stored_h.hexdigest(), plain_h.digest())
+
+    def _frame_lengths(self, n: int) -> tuple[int, int, int] | None:
+        """Read frame ``n``'s header: ``(stored_len, raw_len, crc)``, or ``None`` at the end marker."""
+        stored_len, raw_len, fcrc = _FRAME.unpack(self._read(_FRAME.size))
+        if stored_len == 0 and raw_len == 0 and fcrc == 0:
+            return None
+        if stored_len > MAX_FRAME or raw_len > MAX_FRAME:
+            raise CorruptionError(f"{self.name}: frame {n} length is implausible")
+        return stored_len, raw_len, fcrc
+
+    def _check_frame(self, n: int, stored: bytes, fcrc: int) -> bytes:
+        """Check frame ``n``'s CRC-32C and open it if sealed: its compressed plaintext (thread-safe)."""
+        if crc32c.crc32c(stored) != fcrc:
+            raise CorruptionError(f"{self.name}: frame {n} fails its CRC-32C")
+        if self.header.encrypted:
+            return self._open(stored, self.header.frame_ad(n), f"frame {n}")
+        return stored
 
     def _open(self, sealed: bytes, ad: bytes, what: str) -> bytes:
         """Open one sealed part; a failure names decryption, and tampering when the key id matched."""

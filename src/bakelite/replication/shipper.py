@@ -48,6 +48,10 @@ MAX_CHANGESET_BYTES = 64 * 1024 * 1024
 MTIME_MARGIN = 0.05
 
 
+# A WAL file left bigger than max_wal_size (its TRUNCATE lost to a busy writer) is retried this often.
+TRUNCATE_RETRY = 5.0
+
+
 @dataclass
 class ReplicatorStatus:
     """What the daemon publishes about one database (status file, metrics)."""
@@ -76,6 +80,7 @@ class DatabaseReplicator:
         *,
         cipher: FrameCipher | None = None,
         snapshot_gate: threading.Semaphore | None = None,
+        snapshot_workers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not storages:
@@ -84,6 +89,8 @@ class DatabaseReplicator:
         self.storages = storages
         self.cipher = cipher
         self.snapshot_gate = snapshot_gate
+        # Threads that compress one snapshot's frames (the daemon's snapshot_workers).
+        self.snapshot_workers = snapshot_workers
         self.clock = clock
         self.lock = threading.RLock()
         self.live: LiveDatabase | None = None
@@ -98,6 +105,10 @@ class DatabaseReplicator:
         # slower once its WAL passes wal_autocheckpoint; a refresh while frames are pending moves
         # us to a slot > 0, where the app's checkpoints are cheap again.
         self._slot0_suspect = False
+        self._last_checkpoint = 0.0
+        # The WAL generation and its committed frame bytes at our latest checkpoint.
+        self._checkpointed_at: tuple[tuple[int, int] | None, int] = (None, 0)
+        self._last_shipped = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -174,15 +185,39 @@ class DatabaseReplicator:
                 with contextlib.suppress(GapError):
                     self.tracker.observe(self.clock(), force=False)
                 self._update_lag()
-                if not self.tracker.pending:
-                    return False
-                return self._slot0_suspect or self.tracker.frames_used() > self.db.max_wal_size
+                return self._urgent()
             return False
         finally:
             self.lock.release()
 
+    def urgent(self) -> bool:
+        """Whether a sync should run now (see ``observe``); for the scheduler after each task."""
+        with self.lock:
+            return self.tracker is not None and self.live is not None and self._urgent()
+
+    def _urgent(self) -> bool:
+        tracker = self._require_tracker()
+        if not tracker.pending:
+            return False
+        if self._slot0_suspect:
+            return True
+        used = tracker.frames_used()
+        if used <= self.db.max_wal_size:
+            return False
+        # Once per WAL generation, then again only after another half max_wal_size: an app reader
+        # pinning an old snapshot keeps the WAL from restarting however often we try.
+        gen, at = self._checkpointed_at
+        return gen != tracker.gen or used - at >= self.db.max_wal_size // 2
+
     def sync(self) -> int:
         """Refresh the read transaction (I1) and ship every committed change; return commits shipped."""
+        t0 = time.monotonic()
+        try:
+            return self._sync()
+        finally:
+            logger.debug("%s: sync in %.3f s", self.db.name, time.monotonic() - t0)
+
+    def _sync(self) -> int:
         with self.lock:
             live = self._require_live()
             # Commits already stamped are frames beyond our current reader's mark, so the WAL is
@@ -190,6 +225,7 @@ class DatabaseReplicator:
             frames_pending = bool(self._require_tracker().pending)
             try:
                 shipped = live.refresh(self._ship_all)
+                self._last_shipped = shipped
                 self._slot0_suspect = not frames_pending
             except GapError as e:
                 logger.warning("%s: %s; taking a new full backup", self.db.name, e)
@@ -213,10 +249,29 @@ class DatabaseReplicator:
         with self.lock:
             live = self._require_live()
             tracker = self._require_tracker()
-            if tracker.wal_size() <= self.db.max_wal_size:
+            # The frames of this WAL generation decide; the file keeps its high-water size after
+            # a restart, so a file still too big is only re-truncated once in a while.
+            if tracker.frames_used() <= self.db.max_wal_size and (
+                tracker.wal_size() <= self.db.max_wal_size
+                or time.monotonic() - self._last_checkpoint < TRUNCATE_RETRY
+            ):
                 return False
-            live.refresh(self._ship_all)
-            truncated = live.checkpoint(self._ship_all)
+            self._last_checkpoint = t0 = time.monotonic()
+            self._checkpointed_at = (tracker.gen, tracker.frames_used())
+            # Commits that arrived during the last sync, against those it shipped: when the app
+            # writes faster than we ship, every step before the writer freeze only grows the tail
+            # the freeze must ship, so go straight to it (the freeze is the back-pressure).
+            converging = len(tracker.pending) < self._last_shipped
+            if converging:
+                live.refresh(self._ship_all)
+            truncated = live.checkpoint(self._ship_all, settle=converging)
+            logger.debug(
+                "%s: checkpoint in %.3f s (WAL frames %d bytes, truncated: %s)",
+                self.db.name,
+                time.monotonic() - t0,
+                tracker.frames_used(),
+                truncated,
+            )
             # The checkpoint re-takes our reader on slot 0 when it backfilled everything.
             self._slot0_suspect = True
             self.status.checkpoints += 1
@@ -491,13 +546,18 @@ class DatabaseReplicator:
         return footer, size, key, position
 
     def _put(
-        self, key: str, header: ObjectHeader, frames: Callable[[], Iterable[bytes]], cold: bool = False
+        self,
+        key: str,
+        header: ObjectHeader,
+        frames: Callable[[], Iterable[bytes]],
+        cold: bool = False,
+        workers: int = 1,
     ) -> tuple[ObjectFooter, int]:
         """Write one object to every sync destination (lock-step); return its footer and size."""
         writers: list[ObjectWriter] = []
 
         def chunks() -> Iterator[bytes]:
-            w = ObjectWriter(header, self.cipher)
+            w = ObjectWriter(header, self.cipher, workers=workers)
             writers.append(w)
             yield from w.chunks(frames())
 
@@ -548,7 +608,11 @@ class DatabaseReplicator:
                 key = layout.snapshot_key(self.db.name, backup)
                 try:
                     footer, size = self._put(
-                        key, header, functools.partial(snapshot_frames, live, plan), cold=True
+                        key,
+                        header,
+                        functools.partial(snapshot_frames, live, plan),
+                        cold=True,
+                        workers=self.snapshot_workers,
                     )
                     break
                 except GapError as e:

@@ -8,6 +8,7 @@ database at ``E`` (page-identical, so later WAL page images apply to it).
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,34 +84,52 @@ def plan_snapshot(live: LiveDatabase) -> SnapshotPlan:
 
 
 def snapshot_frames(live: LiveDatabase, plan: SnapshotPlan) -> Iterator[bytes]:
-    """Yield the image in raw frames of whole pages (bounded memory)."""
+    """Yield the image in raw frames of whole pages (bounded memory); each is a fresh object."""
     ps = plan.page_size
     per = frame_pages(ps)
-    walf = open(live.wal_path, "rb") if plan.overlay else None  # noqa: SIM115 - closed in finally
+    # Overlay pages in order: each frame finds its own by bisection instead of a lookup per page.
+    overlaid = sorted(plan.overlay)
+    walfd = os.open(live.wal_path, os.O_RDONLY) if overlaid else None
     try:
         for first in range(0, plan.db_pages, per):
             n = min(per, plan.db_pages - first)
-            buf = bytearray(os.pread(live.dbfd, n * ps, first * ps))
-            if len(buf) < n * ps:
+            data = os.pread(live.dbfd, n * ps, first * ps)
+            if len(data) < n * ps:
                 # Pages beyond the file's end exist only in the WAL (or are new and zero).
-                buf.extend(bytes(n * ps - len(buf)))
-            if walf is not None:
-                for pg in range(first + 1, first + n + 1):
-                    fi = plan.overlay.get(pg)
-                    if fi is None:
-                        continue
-                    walf.seek(wal.frame_offset(fi, ps))
-                    frame = walf.read(wal.FRAME_HEADER_SIZE + ps)
-                    if len(frame) != wal.FRAME_HEADER_SIZE + ps:
-                        raise GapError(f"WAL frame {fi} vanished while the snapshot was read")
-                    fh = wal.parse_frame_header(frame)
-                    # A reader on read-mark 0 does not stop one WAL restart: the frames planned
-                    # may have been overwritten by a new generation.  Never copy such a frame.
-                    if plan.position is None or fh.salts != plan.position.salts or fh.pgno != pg:
-                        raise GapError("the WAL restarted while the snapshot was read")
-                    off = (pg - 1 - first) * ps
-                    buf[off : off + ps] = frame[wal.FRAME_HEADER_SIZE :]
-            yield bytes(buf)
+                data += bytes(n * ps - len(data))
+            lo = bisect.bisect_left(overlaid, first + 1)
+            hi = bisect.bisect_right(overlaid, first + n)
+            if lo == hi:
+                # Nothing to overlay (the usual case after a checkpoint): no copy at all.
+                yield data
+                continue
+            assert walfd is not None
+            view = memoryview(data)
+            parts: list[bytes | memoryview] = []
+            pos = 0
+            for pg in overlaid[lo:hi]:
+                off = (pg - 1 - first) * ps
+                parts.append(view[pos:off])
+                parts.append(_wal_page(walfd, plan, pg))
+                pos = off + ps
+            parts.append(view[pos:])
+            # One copy assembles the frame from file runs and WAL pages.
+            yield b"".join(parts)
     finally:
-        if walf is not None:
-            walf.close()
+        if walfd is not None:
+            os.close(walfd)
+
+
+def _wal_page(walfd: int, plan: SnapshotPlan, pg: int) -> memoryview:
+    """Page ``pg``'s image from its planned WAL frame; GapError if the frame is no longer there."""
+    ps = plan.page_size
+    fi = plan.overlay[pg]
+    frame = os.pread(walfd, wal.FRAME_HEADER_SIZE + ps, wal.frame_offset(fi, ps))
+    if len(frame) != wal.FRAME_HEADER_SIZE + ps:
+        raise GapError(f"WAL frame {fi} vanished while the snapshot was read")
+    fh = wal.parse_frame_header(frame)
+    # A reader on read-mark 0 does not stop one WAL restart: the frames planned may have been
+    # overwritten by a new generation.  Never copy such a frame.
+    if plan.position is None or fh.salts != plan.position.salts or fh.pgno != pg:
+        raise GapError("the WAL restarted while the snapshot was read")
+    return memoryview(frame)[wal.FRAME_HEADER_SIZE :]

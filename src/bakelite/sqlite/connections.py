@@ -12,6 +12,15 @@ I3  TRUNCATE only while our reader holds read-mark slot 0, with busy_timeout 0;
 I4  the database file and ``-shm`` are never opened and closed by path once connections exist
     (closing any descriptor drops every POSIX lock of the process);
 I5  the first read transaction after start is taken inside a writer freeze.
+
+Only the reader holding the read transaction is needed between operations: the other reader, the
+freeze connection and the checkpoint connection are opened when first used and closed again by
+``trim()``, so an idle database costs one connection.  Closing a SQLite connection never drops
+another connection's POSIX locks: SQLite keeps the descriptor of a closed connection open (and
+reuses it for the next connection it opens on that file) while any connection of the process holds
+a lock on the file, and our reader always does.  Every connection also keeps a page cache of a
+couple of pages (``CACHE_PAGES``): the daemon reads pages through its own descriptor and the WAL,
+never through SQL, and SQLite's default cache allocates about 90 KiB per connection on first use.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ from bakelite.sqlite.dbheader import DbHeader, parse_db_header
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Ship-and-backfill rounds outside the writer freeze before a checkpoint takes it.
+SETTLE_ROUNDS = 3
+
+# Page cache of each of our connections, in pages: below 3, SQLite makes no bulk allocation.
+CACHE_PAGES = 2
 
 
 class LiveDatabase:
@@ -53,38 +67,77 @@ class LiveDatabase:
                 f"cannot read database {self.path}: permission denied",
                 hint="run bakelite as the database file's owner",
             ) from None
-        self._connections: list[sqlite3.Connection] = []
+        # Opened when first used (see the module doc); readers[i] is None while closed.
+        self.readers: list[sqlite3.Connection | None] = [None, None]
+        self._w: sqlite3.Connection | None = None
+        self._c: sqlite3.Connection | None = None
+        self.current: int | None = None  # index of the reader holding our read transaction
         try:
             header = self.read_header()
             st = os.fstat(self.dbfd)
             self.identity = (st.st_dev, st.st_ino)
             if not header.is_wal_mode:
                 self._handle_not_wal(auto_wal)
-            self.C = self._connect(readonly=False)
-            self.W = self._connect(readonly=False)
-            mode = self.C.execute("PRAGMA journal_mode").fetchone()[0]
+            # Asked through the first reader: C is opened only for checkpoints.
+            mode = self._reader(0).execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise NotWalModeError(
                     f"{self.path} is in '{mode}' journal mode; bakelite needs WAL",
                     hint=f"run: sqlite3 {self.path} 'PRAGMA journal_mode=WAL'",
                 )
-            self.readers = [self._connect(readonly=True), self._connect(readonly=True)]
         except BaseException:
             self.close()
             raise
-        self.current: int | None = None  # index of the reader holding our read transaction
 
     # ------------------------------------------------------------------ setup
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         try:
+            # No statement cache: our few statements are cheap to prepare, and a cache keeps each
+            # of them compiled in every connection (about 7 KiB a connection).
             con = sqlite3.connect(
-                uri, uri=True, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+                uri,
+                uri=True,
+                isolation_level=None,
+                timeout=self.busy_timeout,
+                check_same_thread=False,
+                cached_statements=0,
             )
         except sqlite3.Error as e:
             raise DatabaseError(f"cannot open {self.path}: {e}") from e
-        self._connections.append(con)
+        try:
+            # Setting the cache size reads the schema (and allocates SQLite's default bulk cache);
+            # shrink_memory, outside any transaction, then frees that allocation for good.
+            con.execute(f"PRAGMA cache_size={CACHE_PAGES}")
+            con.execute("PRAGMA shrink_memory")
+        except sqlite3.Error as e:
+            con.close()
+            raise DatabaseError(f"cannot read {self.path}: {e}") from e
         return con
+
+    @property
+    def W(self) -> sqlite3.Connection:
+        """The writer-freeze connection (opened on first use)."""
+        if self._w is None:
+            self._w = self._connect(readonly=False)
+        return self._w
+
+    @property
+    def C(self) -> sqlite3.Connection:
+        """The checkpoint connection (opened on first use)."""
+        if self._c is None:
+            self._c = self._connect(readonly=False)
+        return self._c
+
+    def _reader(self, i: int) -> sqlite3.Connection:
+        con = self.readers[i]
+        if con is None:
+            con = self.readers[i] = self._connect(readonly=True)
+        return con
+
+    def open_connections(self) -> int:
+        """How many SQLite connections are open on the database now."""
+        return sum(c is not None for c in (*self.readers, self._w, self._c))
 
     def _handle_not_wal(self, auto_wal: bool) -> None:
         if not auto_wal:
@@ -93,7 +146,7 @@ class LiveDatabase:
                 hint=f"run: sqlite3 {self.path} 'PRAGMA journal_mode=WAL' (persistent) and restart "
                 "the app, or set auto_wal = true for this database",
             )
-        con = self._connect(readonly=False)
+        con = self.C
         try:
             mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         except sqlite3.OperationalError as e:
@@ -151,7 +204,7 @@ class LiveDatabase:
         """Take the first read transaction (the caller holds a writer freeze: I5)."""
         if self.current is not None:
             return
-        self._begin(self.readers[0])
+        self._begin(self._reader(0))
         self.current = 0
 
     def refresh(self, copy: Callable[[], T]) -> T:
@@ -159,21 +212,25 @@ class LiveDatabase:
         if self.current is None:
             raise AssertionError("refresh before acquire_initial")
         other = 1 - self.current
-        self._begin(self.readers[other])
+        new = self._reader(other)
+        self._begin(new)
         try:
             result = copy()
         except BaseException:
             # Keep the old reader (it protects frames not yet shipped); drop the new one.
-            self.readers[other].execute("COMMIT")
+            new.execute("COMMIT")
             raise
-        self.readers[self.current].execute("COMMIT")
+        self._reader(self.current).execute("COMMIT")
         self.current = other
         return result
 
-    def checkpoint(self, copy_tail: Callable[[], object]) -> bool:
+    def checkpoint(self, copy_tail: Callable[[], int], settle: bool = True) -> bool:
         """Checkpoint without losing unshipped frames; True when the WAL was truncated.
 
-        The caller has already shipped everything outside the freeze.  Inside the freeze (I2) the
+        The caller has already shipped everything outside the freeze; with ``settle``, up to
+        SETTLE_ROUNDS refreshes (each shipping through ``copy_tail``, which returns how many
+        commits it shipped) then catch up with the app's writes, still outside the freeze, while
+        each round has less to ship than the one before.  Inside the freeze (I2) the
         tail is copied, our reader released, a PASSIVE checkpoint backfills everything and the
         reader is re-taken (landing on slot 0 when fully backfilled); then TRUNCATE with
         busy_timeout 0 (I3): it succeeds only if no frame was written since.
@@ -181,9 +238,22 @@ class LiveDatabase:
         if self.current is None:
             raise AssertionError("checkpoint before acquire_initial")
         self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        # Outside the freeze, ship and backfill what the app wrote meanwhile, so the freeze (which
+        # blocks the app's writes) only has the last few frames left to copy and backfill.
+        # Only while it converges: against a writer faster than we ship, waiting only lets the WAL
+        # grow, and the freeze is what makes the writer wait for us.
+        before = None
+        for _ in range(SETTLE_ROUNDS if settle else 0):
+            shipped = self.refresh(copy_tail)
+            if shipped == 0:
+                break
+            self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if before is not None and shipped >= before:
+                break
+            before = shipped
         with self.freeze():
             copy_tail()
-            reader = self.readers[self.current]
+            reader = self._reader(self.current)
             reader.execute("COMMIT")
             try:
                 busy, log, done = self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -200,19 +270,43 @@ class LiveDatabase:
             self.C.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         return bool(b2 == 0)
 
-    def close(self) -> None:
-        """Close read-write connections while a reader still holds a lock, then readers, then the fd."""
-        for con in (getattr(self, "C", None), getattr(self, "W", None)):
+    def trim(self) -> None:
+        """Close what an idle database does not need: the spare reader, W and C (never the current reader).
+
+        Call between operations only (never inside ``freeze``): I1 holds because the reader with
+        our read transaction stays open, and its locks keep SQLite from closing the others'
+        descriptors (see the module doc).
+        """
+        if self.current is None:
+            return
+        self._close_rw()
+        spare = self.readers[1 - self.current]
+        if spare is not None:
+            self.readers[1 - self.current] = None
+            with contextlib.suppress(sqlite3.Error):
+                if spare.in_transaction:
+                    spare.execute("COMMIT")
+                spare.close()
+
+    def _close_rw(self) -> None:
+        for con in (self._c, self._w):
             if con is not None:
                 with contextlib.suppress(sqlite3.Error):
                     con.close()
-        for con in getattr(self, "readers", []):
+        self._c = self._w = None
+
+    def close(self) -> None:
+        """Close read-write connections while a reader still holds a lock, then readers, then the fd."""
+        self._close_rw()
+        readers = [con for con in self.readers if con is not None]
+        for con in readers:
             with contextlib.suppress(sqlite3.Error):
                 if con.in_transaction:
                     con.execute("COMMIT")
-        for con in self._connections:
+        for con in readers:
             with contextlib.suppress(sqlite3.Error):
                 con.close()
-        self._connections.clear()
+        self.readers = [None, None]
+        self.current = None
         # The descriptor is shared and stays open for the process's life (see sqlite/dbfile.py).
         self.dbfd = -1

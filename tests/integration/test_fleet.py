@@ -1,0 +1,266 @@
+"""Many databases under one daemon: descriptor budget, lazily opened connections, idle polls."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bakelite.config.model import Database, FileBackend
+from bakelite.daemon import limits
+from bakelite.daemon.supervisor import Supervisor
+from bakelite.errors import BakeliteError
+from bakelite.replication.cursor import load_cursor
+from bakelite.sqlite.connections import LiveDatabase
+from bakelite.storage.file import FileStorage
+
+
+def _make_db(path: Path, rows: int = 50) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    con.executemany("INSERT INTO t(v) VALUES (?)", [("x" * 50,) for _ in range(rows)])
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _app(db: Path, sql: str) -> str:
+    """Run ``sql`` in a separate process (its POSIX locks are its own, unlike a connection here)."""
+    code = (
+        "import sqlite3,sys;c=sqlite3.connect(sys.argv[1],isolation_level=None);"
+        "c.execute('PRAGMA busy_timeout=0');r=None\n"
+        "for s in sys.argv[2].split(';'):\n  r=c.execute(s).fetchall()\n"
+        "print(r)"
+    )
+    cmd = [sys.executable, "-c", code, str(db), sql]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+# -- lazily opened connections keep the protocol's locks -----------------------------------------
+
+
+def test_trim_keeps_the_read_transaction_and_its_locks(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    _make_db(db)
+    live = LiveDatabase(db, busy_timeout=1.0)
+    try:
+        with live.freeze():
+            live.acquire_initial()
+        live.refresh(lambda: None)
+        _app(db, "INSERT INTO t(v) VALUES ('a')")
+        live.refresh(lambda: None)
+        # A checkpoint opens W and C next to both readers.
+        live.checkpoint(lambda: None)
+        assert live.open_connections() == 4
+        fds_before = _fds()
+        # The app commits after our read transaction began: we have not copied these frames.
+        _app(db, "INSERT INTO t(v) VALUES ('b');INSERT INTO t(v) VALUES ('c')")
+        wal_before = os.path.getsize(f"{db}-wal")
+        live.trim()
+        assert live.open_connections() == 1
+        assert _fds() < fds_before
+        # Our reader still pins the WAL: an app's TRUNCATE checkpoint must not erase the frames.
+        busy = _app(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+        assert busy.startswith("[(1,"), busy
+        assert os.path.getsize(f"{db}-wal") >= wal_before > 0
+        # And the protocol goes on with connections reopened on demand, many times over, without
+        # descriptors piling up (SQLite reuses the ones it kept open for closed connections).
+        for i in range(20):
+            _app(db, f"INSERT INTO t(v) VALUES ('r{i}')")
+            live.refresh(lambda: None)
+            if i % 5 == 0:
+                live.checkpoint(lambda: None)
+            live.trim()
+        assert _fds() <= fds_before
+        assert live.open_connections() == 1
+    finally:
+        live.close()
+
+
+def test_closed_connections_do_not_drop_an_apps_locks_in_the_same_process(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    _make_db(db)
+    app = sqlite3.connect(db, isolation_level=None)
+    app.execute("BEGIN")
+    app.execute("SELECT count(*) FROM t").fetchone()  # the app's read transaction
+    live = LiveDatabase(db, busy_timeout=1.0)
+    try:
+        with live.freeze():
+            live.acquire_initial()
+        for _ in range(3):
+            live.refresh(lambda: None)
+            live.trim()
+        live.close()
+        # The app's snapshot is intact: another process cannot truncate the WAL under it.
+        _app(db, "INSERT INTO t(v) VALUES ('z')")
+        busy = _app(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+        assert busy.startswith("[(1,"), busy
+        assert app.execute("SELECT count(*) FROM t").fetchone()[0] == 50
+    finally:
+        app.execute("COMMIT")
+        app.close()
+
+
+# -- the descriptor budget -----------------------------------------------------------------------
+
+
+def test_fd_budget_grows_with_databases() -> None:
+    assert limits.fd_budget(10_000, 8) == 10_000 * limits.FDS_PER_DATABASE + 8 * limits.FDS_PER_WORKER + (
+        limits.FDS_BASE
+    )
+    assert limits.fd_budget(1, 2) < limits.fd_budget(2, 2)
+
+
+def _in_child(code: str, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a child whose RLIMIT_NOFILE starts at (soft, hard)."""
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=preexec, timeout=60
+    )
+
+
+def test_the_daemon_raises_the_soft_limit_to_fit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip("needs a hard limit of at least 4096")
+    code = (
+        "import resource\nfrom bakelite.daemon.limits import ensure_fd_limit\n"
+        "print(ensure_fd_limit(300, 8), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    r = _in_child(code, 256, 4096)
+    assert r.returncode == 0, r.stderr
+    got, soft = map(int, r.stdout.split())
+    assert got == soft >= limits.fd_budget(300, 8)
+
+
+def test_a_budget_that_cannot_fit_names_the_fix() -> None:
+    # More than the kernel allows a process (fs.nr_open), so even root cannot raise it that far.
+    n = 2**31 // limits.FDS_PER_DATABASE
+    with pytest.raises(BakeliteError) as e:
+        limits.ensure_fd_limit(n, 8)
+    assert "open files" in e.value.message
+    assert e.value.hint is not None and "LimitNOFILE" in e.value.hint and "ulimit -n" in e.value.hint
+
+
+# -- a fleet under one supervisor ----------------------------------------------------------------
+
+N = 200
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[tuple[list[Database], Path]]:
+    template = tmp_path / "template.db"
+    _make_db(template)
+    backups = tmp_path / "backups"
+    dbs = []
+    for i in range(N):
+        path = tmp_path / "tenants" / f"shard-{i % 4}" / f"t{i:04d}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+        dbs.append(Database(name=f"t{i:04d}", path=path, backends=(FileBackend(path=backups),)))
+    yield dbs, backups
+
+
+def _wait(pred: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_a_fleet_bootstraps_ships_and_idles_on_one_connection_each(
+    fleet: tuple[list[Database], Path],
+) -> None:
+    dbs, backups = fleet
+    sup = Supervisor(tuple(dbs), lambda db: [FileStorage(backups)], max_concurrent_snapshots=0)
+    runner = threading.Thread(target=sup.run, daemon=True)
+    runner.start()
+    try:
+        _wait(lambda: all(load_cursor(db.path, db.name) is not None for db in dbs), 120)
+        # Every database has its first backup; each idle one keeps a single connection.
+        _wait(lambda: all(not s.busy for s in sup.slots.values()), 30)
+        for slot in sup.slots.values():
+            assert slot.replicator is not None and slot.replicator.live is not None
+            assert slot.replicator.live.open_connections() == 1
+        assert _fds() <= N * limits.FDS_PER_DATABASE + limits.FDS_BASE
+        # A few of them change: each change is shipped.
+        active = dbs[::50]
+        for db in active:
+            con = sqlite3.connect(db.path, isolation_level=None)
+            con.execute("INSERT INTO t(v) VALUES ('new')")
+            con.close()
+
+        def shipped() -> bool:
+            cursors = [load_cursor(db.path, db.name) for db in active]
+            return all(c is not None and c.seq >= 1 for c in cursors)
+
+        _wait(shipped, 60)
+        idle = [load_cursor(db.path, db.name) for db in dbs if db not in active]
+        assert all(c is not None and c.seq == 0 for c in idle)
+    finally:
+        sup.stop()
+        runner.join(timeout=120)
+    assert not runner.is_alive()
+    assert sup.fatal_errors() == []
+
+
+def test_a_safety_poll_of_an_unchanged_database_skips_the_sync(tmp_path: Path) -> None:
+    db_path = tmp_path / "app.db"
+    _make_db(db_path)
+    db = Database(
+        name="app",
+        path=db_path,
+        backends=(FileBackend(path=tmp_path / "b"),),
+        safety_poll=0.2,
+        compaction_levels=(),
+        multipart_sweep_interval=0,
+    )
+    sup = Supervisor((db,), lambda d: [FileStorage(tmp_path / "b")])
+    syncs: list[float] = []
+    runner = threading.Thread(target=sup.run, daemon=True)
+    runner.start()
+    try:
+        _wait(lambda: sup.slots["app"].started and sup.slots["app"].idle_mark is not None, 30)
+        time.sleep(1.0)  # the syncs that follow the start (the WAL it created) settle
+        rep = sup.slots["app"].replicator
+        assert rep is not None
+        real_sync = rep.sync
+
+        def counting_sync() -> int:
+            syncs.append(time.time())
+            return real_sync()
+
+        rep.sync = counting_sync  # type: ignore[method-assign]
+        time.sleep(1.5)  # several safety polls
+        assert syncs == []
+        # A change the watcher does not report (as on NFS) is still found by the poll.
+        sup.watcher.stop()
+        time.sleep(0.1)
+        con = sqlite3.connect(db_path, isolation_level=None)
+        con.execute("INSERT INTO t(v) VALUES ('polled')")
+        con.close()
+        _wait(lambda: (c := load_cursor(db_path, "app")) is not None and c.seq == 1, 30)
+        assert syncs
+    finally:
+        sup.stop()
+        runner.join(timeout=60)

@@ -12,8 +12,9 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,15 @@ def litestream_bin() -> str | None:
     return shutil.which("litestream")
 
 
-def env() -> dict[str, str]:
-    """Environment for bakelite subprocesses (no host env file)."""
-    return dict(os.environ, BAKELITE_ENV_FILE=os.devnull, PYTHONUNBUFFERED="1")
+def env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """Environment for bakelite subprocesses (no host env file); ``extra`` sets (or, None, unsets)."""
+    out = dict(os.environ, BAKELITE_ENV_FILE=os.devnull, PYTHONUNBUFFERED="1")
+    for k, v in (extra or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -56,12 +63,19 @@ class Timed:
 _RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 
 
-def timed(cmd: Sequence[str], *, rss: bool = True, timeout: float = 1800, check: bool = True) -> Timed:
+def timed(
+    cmd: Sequence[str],
+    *,
+    rss: bool = True,
+    timeout: float = 1800,
+    check: bool = True,
+    env_extra: Mapping[str, str | None] | None = None,
+) -> Timed:
     """Run ``cmd`` to completion: wall seconds and peak RSS (``/usr/bin/time -v``)."""
     use_time = rss and os.path.exists(TIME_BIN)
     full = [TIME_BIN, "-v", *cmd] if use_time else list(cmd)
     t0 = time.perf_counter()
-    p = subprocess.run(full, capture_output=True, text=True, env=env(), timeout=timeout)
+    p = subprocess.run(full, capture_output=True, text=True, env=env(env_extra), timeout=timeout)
     dt = time.perf_counter() - t0
     peak = None
     if use_time:
@@ -122,6 +136,8 @@ class Table:
     baseline: str
     rows: dict[str, dict[str, Metric]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Rows compared with another row than ``baseline`` (a table holding several workloads).
+    baselines: dict[str, str] = field(default_factory=dict)
 
     def add(self, row: str, key: str, value: float | None) -> None:
         if value is None:
@@ -134,6 +150,7 @@ class Table:
             "baseline": self.baseline,
             "columns": [{"key": k, "unit": u} for k, u in self.columns],
             "rows": {r: {k: m.as_dict() for k, m in ms.items()} for r, ms in self.rows.items()},
+            "baselines": self.baselines,
             "notes": self.notes,
         }
 
@@ -142,8 +159,8 @@ class Table:
         for key, unit in self.columns:
             head += [f"{key} ({unit})" if unit else key, "× base"]
         lines: list[list[str]] = []
-        base = self.rows.get(self.baseline, {})
         for row, ms in self.rows.items():
+            base = self.rows.get(self.baselines.get(row, self.baseline), {})
             cells = [row]
             for key, _unit in self.columns:
                 m = ms.get(key)
@@ -198,13 +215,16 @@ def save_json(name: str, data: Any) -> Path:
 # -- replicators ---------------------------------------------------------------------------------
 
 
-def bakelite_config(root: Path, db: Path, name: str, backups: Path, extra: str = "") -> Path:
-    """A config with one database and a ``file`` backend; default tunables unless ``extra``."""
+def bakelite_config(
+    root: Path, db: Path, name: str, backups: Path, extra: str = "", backend: str = ""
+) -> Path:
+    """A config with one database and a ``file`` backend (or the TOML table ``backend``, e.g. S3);
+    default tunables unless ``extra``."""
     cfg = root / "bakelite.toml"
     text = ""
     if extra:
         text += "[defaults]\n" + extra + "\n"
-    text += f'[[backends]]\ntype = "file"\npath = "{backups}"\n\n'
+    text += backend or f'[[backends]]\ntype = "file"\npath = "{backups}"\n\n'
     text += f'[[database]]\nname = "{name}"\npath = "{db}"\n'
     cfg.write_text(text)
     return cfg
@@ -232,11 +252,13 @@ def read_cursor_seq(path: Path) -> int | None:
 class Proc:
     """A long-running replicator subprocess with a log file."""
 
-    def __init__(self, cmd: Sequence[str], log: Path) -> None:
+    def __init__(
+        self, cmd: Sequence[str], log: Path, env_extra: Mapping[str, str | None] | None = None
+    ) -> None:
         self.log = log
         self.cmd = list(cmd)
         with open(log, "ab") as f:
-            self.p = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env())
+            self.p = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env(env_extra))
         self.started = time.perf_counter()
 
     def alive(self) -> bool:
@@ -310,3 +332,42 @@ def make_small_db(db: Path, rows: int = 10_000, seed: int = 7) -> None:
     con.execute("COMMIT")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
+
+
+class PeakSampler(threading.Thread):
+    """Calls ``measure`` every ``interval`` seconds on a daemon thread and keeps the largest value."""
+
+    def __init__(self, measure: Callable[[], float], interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.measure = measure
+        self.interval = interval
+        self.peak = 0.0
+        self.samples = 0
+        self._stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_flag.is_set():
+            self.sample()
+            time.sleep(self.interval)
+
+    def sample(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.peak = max(self.peak, self.measure())
+            self.samples += 1
+
+    def __enter__(self) -> PeakSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_flag.set()
+        self.join()
+        self.sample()
+
+
+def file_size(path: Path) -> float:
+    """Size of ``path`` in bytes (0 when it does not exist)."""
+    try:
+        return float(os.stat(path).st_size)
+    except FileNotFoundError:
+        return 0.0

@@ -9,6 +9,7 @@ min–max of the runs, ratio to the baseline) and writes the raw figures to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,11 +22,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fleet
 import gen
+import pitr
+import s3bench
 import scenarios
 from _util import PY, REPO, RESULTS, Table, litestream_bin, save_json
 
-ALL = ("burst", "snapshot", "restore", "bytes", "overhead", "lag")
+ALL = (
+    "burst",
+    "snapshot",
+    "restore",
+    "s3restore",
+    "bytes",
+    "overhead",
+    "overhead-batch",
+    "overhead-sustained",
+    "pitr",
+    "lag",
+    "fleet",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -104,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(t)
         print("\n" + t.render(), flush=True)
 
+    stack = contextlib.ExitStack()  # the moto server, started for the first size that needs it
+    moto: s3bench.MotoServer | None = None
     try:
         if "burst" in wanted:
             n = 2_000 if quick else 10_000
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             extra["burst"] = raw
             show(t)
         for mib in sizes:
-            if not wanted & {"snapshot", "restore", "bytes"}:
+            if not wanted & {"snapshot", "restore", "s3restore", "bytes"}:
                 break
             t0 = time.time()
             src = gen.cached(mib, a.seed)
@@ -134,11 +152,21 @@ def main(argv: list[str] | None = None) -> int:
                 show(snap.run(runs if "snapshot" in wanted else 1, with_ls))
             if "restore" in wanted:
                 show(scenarios.restore_table(snap, runs, with_ls))
+            if "s3restore" in wanted:
+                if moto is None:
+                    moto = stack.enter_context(s3bench.moto_server(work / "moto"))
+                show(s3bench.s3_restore_table(work / f"s{mib}", moto, src, label, runs, with_ls))
+                moto.reset()
             if "bytes" in wanted:
                 show(scenarios.replica_bytes_table(work, src, label, 1_000 if quick else 10_000, with_ls))
             scenarios.cleanup(work / f"s{mib}")
-        if "overhead" in wanted:
-            show(scenarios.overhead_table(work, runs, 1_000 if quick else 5_000, with_ls))
+        workloads = scenarios.overhead_workloads(quick, wanted)
+        if workloads:
+            show(scenarios.overhead_table(work, runs, workloads, with_ls))
+        if "pitr" in wanted:
+            t, raw = pitr.pitr_table(work, runs, 1_000 if quick else 10_000, 0.01, with_ls)
+            extra["pitr"] = raw
+            show(t)
         if "lag" in wanted:
             dur = 5.0 if quick else 30.0
             t, raw = scenarios.lag_table(
@@ -152,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             extra["lag"] = raw
             show(t)
+        if "fleet" in wanted:
+            # N databases under one process; each N takes a few minutes, so at most 2 runs.
+            counts = [20, 100] if quick else [100, 1_000, 10_000]
+            idle = 15.0 if quick else fleet.IDLE_SECONDS
+            show(fleet.fleet_table(work, counts, 1 if quick else min(runs, 2), with_ls, idle=idle))
     finally:
+        stack.close()
         scenarios.cleanup(work)
         result = {
             "started": started,

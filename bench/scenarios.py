@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from _util import (
     PY,
     WRITER,
+    PeakSampler,
     Proc,
     Table,
     bakelite_config,
     cursor_path,
     du,
+    file_size,
     fresh_dir,
     litestream_bin,
     litestream_config,
@@ -181,8 +184,10 @@ def restore_table(snap: Snapshots, runs: int, with_litestream: bool) -> Table:
 # -- app overhead --------------------------------------------------------------------------------
 
 
-def writer_run(db: Path, out: Path, commits: int, rows: int = 1, seed: int = 1) -> dict[str, Any]:
-    subprocess.run(
+def writer_run(
+    db: Path, out: Path, commits: int, rows: int = 1, seed: int = 1, extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    p = subprocess.run(
         [
             PY,
             str(WRITER),
@@ -194,70 +199,133 @@ def writer_run(db: Path, out: Path, commits: int, rows: int = 1, seed: int = 1) 
             str(rows),
             "--seed",
             str(seed),
+            *extra,
         ],
-        check=True,
+        stderr=subprocess.PIPE,
+        text=True,
         timeout=3600,
     )
+    if p.returncode != 0:
+        raise RuntimeError(f"writer exited {p.returncode} on {db}:\n{p.stderr[-3000:]}")
     w: dict[str, Any] = json.loads(out.read_text())
     return w
 
 
-def overhead_table(work: Path, runs: int, commits: int, with_litestream: bool) -> Table:
-    """A separate writer making single-row commits with no replicator, bakelite, Litestream."""
+@dataclass(frozen=True)
+class Workload:
+    """What the writer does in one overhead run."""
+
+    label: str
+    commits: int
+    rows: int = 1
+    interval: float = 0.0  # seconds between commit starts (0: as fast as it can)
+    duration: float = 0.0  # stop after this many seconds (0: after ``commits``)
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        if self.interval:
+            out += ["--interval", str(self.interval)]
+        if self.duration:
+            out += ["--duration", str(self.duration)]
+        return out
+
+
+def overhead_workloads(quick: bool, which: set[str]) -> list[Workload]:
+    """The overhead scenarios in ``which`` ("overhead", "overhead-batch", "overhead-sustained")."""
+    out: list[Workload] = []
+    if "overhead" in which:
+        n = 1_000 if quick else 5_000
+        out.append(Workload(f"{n:,} × 1 row", n))
+    if "overhead-batch" in which:
+        n = 50 if quick else 200
+        out.append(Workload(f"{n:,} × 500 rows", n, rows=500))
+    if "overhead-sustained" in which:
+        secs = 5.0 if quick else 15.0
+        rows = SUSTAINED_ROWS
+        rate = 1 / SUSTAINED_INTERVAL
+        out.append(
+            Workload(
+                f"sustained {secs:g} s, {rate:g}/s × {rows} rows",
+                10**9,
+                rows=rows,
+                interval=SUSTAINED_INTERVAL,
+                duration=secs,
+            )
+        )
+        out.append(Workload(f"sustained {secs:g} s, flat out × {rows} rows", 10**9, rows=rows, duration=secs))
+    return out
+
+
+# The sustained runs: 100-row commits (each appends ~0.4 MiB of WAL, as the random keys touch many
+# index pages) at a steady 20 commits/s, ~7 MiB of WAL a second, and as fast as the writer can, ~70 MiB
+# a second: both cross bakelite's max_wal_size (16 MiB) many times over.
+SUSTAINED_ROWS = 100
+SUSTAINED_INTERVAL = 0.05
+MAX_WAL_SIZE_MIB = 16
+
+
+def overhead_table(work: Path, runs: int, workloads: Sequence[Workload], with_litestream: bool) -> Table:
+    """A separate writer (each workload) with no replicator, bakelite, Litestream; WAL size sampled."""
     t = Table(
-        f"app overhead: {commits:,} single-row commits (synchronous=NORMAL)",
-        [("commits/s", ""), ("p50", "ms"), ("p99", "ms"), ("WAL max", "MiB")],
+        "app overhead: a separate writer process (synchronous=NORMAL), WAL size sampled every 10 ms",
+        [
+            ("commits/s", ""),
+            ("p50", "ms"),
+            ("p99", "ms"),
+            ("max", "ms"),
+            ("WAL max", "MiB"),
+            ("WAL written", "MiB"),
+        ],
         baseline="no replicator",
     )
     contenders = ["no replicator", "bakelite"] + (["litestream"] if with_litestream else [])
     for i in range(runs):
-        for who in contenders:
-            root = fresh_dir(work / "overhead")
-            db = root / "app.db"
-            make_small_db(db)
-            proc: Proc | None = None
-            if who == "bakelite":
-                cfg = bakelite_config(root, db, NAME, root / "backups")
-                proc = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
-                cur = cursor_path(db, NAME)
-                wait_for(lambda cur=cur: read_cursor_seq(cur) == 0, proc, 120)  # type: ignore[misc]
-            elif who == "litestream":
-                exe = litestream_bin()
-                assert exe is not None
-                cfg = litestream_config(root, db, root / "replica")
-                proc = Proc([exe, "replicate", "-config", str(cfg)], root / "litestream.log")
-                wait_for(lambda root=root: litestream_ready(root / "replica"), proc, 120)  # type: ignore[misc]
-            wal = Path(f"{db}-wal")
-            wal_max = [0]
-
-            def sample(wal: Path = wal, wal_max: list[int] = wal_max) -> None:
-                with contextlib.suppress(FileNotFoundError):
-                    wal_max[0] = max(wal_max[0], wal.stat().st_size)
-
-            import threading
-
-            stop = threading.Event()
-
-            def sampler(stop: threading.Event = stop, sample: Any = sample) -> None:
-                while not stop.is_set():
-                    sample()
-                    time.sleep(0.01)
-
-            th = threading.Thread(target=sampler, daemon=True)
-            th.start()
-            try:
-                w = writer_run(db, root / "writer.json", commits, seed=i + 1)
-            finally:
-                stop.set()
-                th.join()
-                if proc is not None:
-                    proc.stop()
-            lat = w["latency"]
-            t.add(who, "commits/s", w["commits"] / w["elapsed"])
-            t.add(who, "p50", percentile(lat, 50) * 1000)
-            t.add(who, "p99", percentile(lat, 99) * 1000)
-            t.add(who, "WAL max", wal_max[0] / (1024 * 1024))
+        for wl in workloads:
+            for who in contenders:
+                row = f"{wl.label}: {who}"
+                t.baselines[row] = f"{wl.label}: no replicator"
+                w, wal_max = _overhead_run(work, who, wl, seed=i + 1)
+                lat = w["latency"]
+                t.add(row, "commits/s", w["commits"] / w["elapsed"])
+                t.add(row, "p50", percentile(lat, 50) * 1000)
+                t.add(row, "p99", percentile(lat, 99) * 1000)
+                t.add(row, "max", max(lat) * 1000)
+                t.add(row, "WAL max", wal_max / MiB)
+                t.add(row, "WAL written", w["wal_bytes"] / MiB)
+    t.notes.append(
+        f"each row is compared with the same workload without a replicator. 'WAL written' is what the "
+        f"writer's commits appended to the WAL (frames × (page + 24 B), summed over WAL resets); "
+        f"divided by bakelite's max_wal_size ({MAX_WAL_SIZE_MIB} MiB) it is how many times the WAL "
+        f"would cross it. 'WAL max' is the largest -wal file size sampled every 10 ms."
+    )
     return t
+
+
+def _overhead_run(work: Path, who: str, wl: Workload, seed: int) -> tuple[dict[str, Any], float]:
+    """One writer run under ``who``: the writer's JSON and the largest WAL size sampled."""
+    root = fresh_dir(work / "overhead")
+    db = root / "app.db"
+    make_small_db(db)
+    proc: Proc | None = None
+    if who == "bakelite":
+        cfg = bakelite_config(root, db, NAME, root / "backups")
+        proc = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
+        cur = cursor_path(db, NAME)
+        wait_for(lambda: read_cursor_seq(cur) == 0, proc, 120)
+    elif who == "litestream":
+        exe = litestream_bin()
+        assert exe is not None
+        cfg = litestream_config(root, db, root / "replica")
+        proc = Proc([exe, "replicate", "-config", str(cfg)], root / "litestream.log")
+        wait_for(lambda: litestream_ready(root / "replica"), proc, 120)
+    wal = Path(f"{db}-wal")
+    try:
+        with PeakSampler(lambda: file_size(wal), 0.01) as sampler:
+            w = writer_run(db, root / "writer.json", wl.commits, wl.rows, seed, wl.args())
+    finally:
+        if proc is not None:
+            proc.stop()
+    return w, sampler.peak
 
 
 # -- lag -----------------------------------------------------------------------------------------
@@ -299,11 +367,18 @@ def lag_table(
 
 
 def replica_bytes_table(work: Path, src: Path, label: str, commits: int, with_litestream: bool) -> Table:
-    """Replica bytes (and local state) after the snapshot and after ``commits`` single-row commits."""
+    """Replica bytes (and local state) after the snapshot and after ``commits`` single-row commits, and
+    the peak of replica + local state sampled every 50 ms from the replicator's start to the end."""
     db_mib = src.stat().st_size / MiB
     t = Table(
         f"replica bytes, {label} database ({db_mib:,.0f} MiB), then {commits:,} single-row commits",
-        [("after snapshot", "MiB"), ("after commits", "MiB"), ("local state", "MiB"), ("WAL after", "MiB")],
+        [
+            ("after snapshot", "MiB"),
+            ("after commits", "MiB"),
+            ("local state", "MiB"),
+            ("peak during", "MiB"),
+            ("WAL after", "MiB"),
+        ],
         baseline="database file",
     )
     # The baseline row is the database itself, so the ratios read as "replica bytes per database byte".
@@ -315,18 +390,22 @@ def replica_bytes_table(work: Path, src: Path, label: str, commits: int, with_li
     _add_kv_table(db)
     cfg = bakelite_config(root, db, NAME, backups)
     cur = cursor_path(db, NAME)
-    proc = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
-    try:
-        wait_for(lambda: read_cursor_seq(cur) == 0, proc, 600)
-        t.add("bakelite", "after snapshot", du(backups) / MiB)
-        writer_run(db, root / "writer.json", commits)
-        wait_for(lambda: (read_cursor_seq(cur) or 0) >= commits, proc, 120)
-        t.add("bakelite", "after commits", du(backups) / MiB)
-        t.add("database file", "after commits", du(db) / MiB)
-        t.add("bakelite", "local state", du(root / ".bakelite") / MiB)
-        t.add("bakelite", "WAL after", du(Path(f"{db}-wal")) / MiB)
-    finally:
-        proc.stop()
+    state = root / ".bakelite"
+    with PeakSampler(lambda: du(backups) + du(state), 0.05) as peak:
+        proc = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
+        try:
+            wait_for(lambda: read_cursor_seq(cur) == 0, proc, 600)
+            t.add("bakelite", "after snapshot", du(backups) / MiB)
+            writer_run(db, root / "writer.json", commits)
+            wait_for(lambda: (read_cursor_seq(cur) or 0) >= commits, proc, 120)
+            t.add("bakelite", "after commits", du(backups) / MiB)
+            t.add("database file", "after commits", du(db) / MiB)
+            t.add("database file", "peak during", du(db) / MiB)
+            t.add("bakelite", "local state", du(state) / MiB)
+            t.add("bakelite", "WAL after", du(Path(f"{db}-wal")) / MiB)
+        finally:
+            proc.stop()
+    t.add("bakelite", "peak during", peak.peak / MiB)
     exe = litestream_bin()
     if with_litestream and exe is not None:
         root = fresh_dir(work / "bytes-litestream")
@@ -334,20 +413,27 @@ def replica_bytes_table(work: Path, src: Path, label: str, commits: int, with_li
         copy_db(src, db)
         _add_kv_table(db)
         lcfg = litestream_config(root, db, replica)
-        proc = Proc([exe, "replicate", "-config", str(lcfg)], root / "litestream.log")
-        try:
-            wait_for(lambda: litestream_ready(replica), proc, 900)
-            t.add("litestream", "after snapshot", du(replica) / MiB)
-            w = writer_run(db, root / "writer.json", commits)
-            # Litestream syncs every second: wait for its L0 files to stop changing.
-            last_t = w["t"][-1]
-            time.sleep(3.0 + max(0.0, last_t + 1 - time.time()))
-            t.add("litestream", "after commits", du(replica) / MiB)
-            t.add("litestream", "local state", du(root / ".app.db-litestream") / MiB)
-            t.add("litestream", "WAL after", du(Path(f"{db}-wal")) / MiB)
-        finally:
-            proc.stop()
-    t.notes.append(f"database file: {db_mib:,.1f} MiB; 'local state' is the replicator's files beside the db")
+        lstate = root / ".app.db-litestream"
+        with PeakSampler(lambda: du(replica) + du(lstate), 0.05) as peak:
+            proc = Proc([exe, "replicate", "-config", str(lcfg)], root / "litestream.log")
+            try:
+                wait_for(lambda: litestream_ready(replica), proc, 900)
+                t.add("litestream", "after snapshot", du(replica) / MiB)
+                w = writer_run(db, root / "writer.json", commits)
+                # Litestream syncs every second: wait for its L0 files to stop changing.
+                last_t = w["t"][-1]
+                time.sleep(3.0 + max(0.0, last_t + 1 - time.time()))
+                t.add("litestream", "after commits", du(replica) / MiB)
+                t.add("litestream", "local state", du(lstate) / MiB)
+                t.add("litestream", "WAL after", du(Path(f"{db}-wal")) / MiB)
+            finally:
+                proc.stop()
+        t.add("litestream", "peak during", peak.peak / MiB)
+    t.notes.append(
+        f"database file: {db_mib:,.1f} MiB; 'local state' is the replicator's files beside the db; "
+        f"'peak during' is the largest replica + local state sampled every 50 ms from the replicator's "
+        f"start to the end of the run"
+    )
     return t
 
 

@@ -4,17 +4,61 @@ Records, for every commit k (1-based), the wall-clock time right after COMMIT re
 commit's latency (BEGIN IMMEDIATE to COMMIT returned), and writes them as JSON at the end, so that
 recording costs nothing while the commits run.
 
-usage: python bench/writer.py DB OUT.json --commits N [--rows R] [--interval S] [--seed N]
+It also counts the WAL frames its commits appended (from ``mxFrame`` in the ``-shm`` wal-index
+header, read after each commit outside the timed interval), so a run can say how many bytes of WAL
+it generated whatever the checkpoints in between did.
+
+usage: python bench/writer.py DB OUT.json --commits N [--rows R] [--interval S] [--duration S]
+       [--pause-after K --pause S] [--seed N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sqlite3
+import struct
 import sys
 import time
+
+
+class WalFrames:
+    """Frames appended to the WAL, summed over resets (one ``pread`` of the wal-index per call)."""
+
+    def __init__(self, db: str) -> None:
+        self.fd: int | None = None
+        self.path = f"{db}-shm"
+        self.last = 0
+        self.total = 0
+        self.page_size = 0
+
+    def update(self) -> None:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+        head = os.pread(self.fd, 24, 0)
+        if len(head) < 24:
+            return
+        # WalIndexHdr (native byte order): iVersion u32, unused u32, iChange u32, isInit u8,
+        # bigEndCksum u8, szPage u16, mxFrame u32, ...
+        sz, mx = struct.unpack_from("=HI", head, 14)
+        self.page_size = 65536 if sz == 1 else sz
+        # The WAL restarts (mxFrame falls) only when a writer begins after a complete checkpoint,
+        # so a fall means this commit's frames were written from frame 1.
+        self.total += mx - self.last if mx >= self.last else mx
+        self.last = mx
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    @property
+    def bytes(self) -> int:
+        return self.total * (self.page_size + 24)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1)
     p.add_argument("--interval", type=float, default=0.0, help="seconds between commit starts")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds")
+    p.add_argument("--pause-after", type=int, default=0, help="pause after this commit (1-based)")
+    p.add_argument("--pause", type=float, default=0.0, help="seconds to pause after --pause-after")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--synchronous", default="NORMAL")
     p.add_argument(
@@ -41,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     mode = con.execute("PRAGMA journal_mode").fetchone()[0]
     if mode != "wal":
         raise SystemExit(f"{a.db} is not in WAL mode ({mode})")
+    frames = WalFrames(a.db)
+    frames.update()
+    frames.total = 0
     times: list[float] = []
     lat: list[float] = []
     payloads = ["p" * rng.randint(20, 200) for _ in range(64)]
     t_start = time.perf_counter()
     next_at = t_start
-    for _k in range(a.commits):
-        if a.duration and time.perf_counter() - t_start >= a.duration:
+    paused = 0.0
+    for k in range(1, a.commits + 1):
+        if a.duration and time.perf_counter() - t_start - paused >= a.duration:
             break
         if a.interval:
             now = time.perf_counter()
@@ -65,10 +115,26 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         times.append(time.time())
         lat.append(t1 - t0)
-    elapsed = time.perf_counter() - t_start
+        frames.update()
+        if k == a.pause_after and a.pause:
+            time.sleep(a.pause)
+            paused += a.pause
+            next_at += a.pause
+    elapsed = time.perf_counter() - t_start - paused
     con.close()
+    frames.close()
     with open(a.out, "w") as f:
-        json.dump({"commits": len(times), "elapsed": elapsed, "t": times, "latency": lat}, f)
+        json.dump(
+            {
+                "commits": len(times),
+                "elapsed": elapsed,
+                "paused": paused,
+                "wal_bytes": frames.bytes,
+                "t": times,
+                "latency": lat,
+            },
+            f,
+        )
     return 0
 
 

@@ -52,6 +52,7 @@ SETTLE_SECONDS = 40.0
 LAG_DURATION = 30.0
 LAG_INTERVAL = 1.0  # each active database commits once per this many seconds
 DB_ROWS = 2_500  # ≈ 300 KiB per database
+STALL_SECONDS = 120.0  # a bootstrap that makes no progress this long has failed
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -316,15 +317,26 @@ def _measure_idle(pid: int, timing: Timing, proc: Proc) -> tuple[float, float, f
 
 
 def _wait_all(pending: set[Path], ready: Callable[[Path], bool], proc: Proc, timeout: float) -> float:
-    step = min(0.5, max(0.02, len(pending) / 20_000))
+    """Seconds from start until every database is ready; TimeoutError at ``timeout`` or a stall."""
+    total = len(pending)
+    step = min(0.5, max(0.02, total / 20_000))
     deadline = time.perf_counter() + timeout
+    progress_at = time.perf_counter()
     while pending:
+        before = len(pending)
         pending -= {p for p in list(pending) if ready(p)}
         if not pending:
             break
         proc.check()
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{len(pending)} database(s) without a first backup after {timeout:.0f} s")
+        now = time.perf_counter()
+        if len(pending) < before:
+            progress_at = now
+        if now > deadline or now - progress_at > STALL_SECONDS:
+            done = total - len(pending)
+            raise TimeoutError(
+                f"{done:,} of {total:,} databases had a first backup after {now - proc.started:.0f} s "
+                f"(no progress for {now - progress_at:.0f} s)"
+            )
         time.sleep(step)
     return time.perf_counter() - proc.started
 

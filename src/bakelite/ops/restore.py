@@ -95,9 +95,9 @@ FRAME_WINDOW = 2 * FRAME_WORKERS
 # snapshot frames, so four workers do not take peak memory far past a two-worker restore.
 FRAME_WINDOW_BYTES = 40 * 1024 * 1024
 # Connections running the restore's integrity_check side by side (bakelite.sqlite.integrity), and
-# the page cache of each, in KiB: bounded, so restore memory stays flat at any size.
+# the page cache they share, in KiB: bounded, so restore memory stays flat at any size.
 INTEGRITY_WORKERS = max(1, min(4, os.cpu_count() or 1))
-INTEGRITY_CACHE_KIB = 16 * 1024
+INTEGRITY_CACHE_BUDGET_KIB = 64 * 1024
 TMP_SUFFIX = ".tmp-restore"
 # Files SQLite would read beside a database: a stale WAL or hot journal left from a deleted database
 # would be replayed into the restored one on its first open.
@@ -338,7 +338,7 @@ def _fsync_timed(fd: int) -> float:
 def integrity_check(path: Path) -> str:
     """Run ``PRAGMA integrity_check`` on a file read-only; IntegrityCheckError unless it says ok."""
     try:
-        lines = check_integrity(path, workers=INTEGRITY_WORKERS, cache_kib=INTEGRITY_CACHE_KIB)
+        lines = check_integrity(path, workers=INTEGRITY_WORKERS, budget_kib=INTEGRITY_CACHE_BUDGET_KIB)
     except sqlite3.DatabaseError as e:
         raise IntegrityCheckError(f"the restored database fails integrity_check: {e}") from e
     if lines:

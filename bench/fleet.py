@@ -52,7 +52,7 @@ SETTLE_SECONDS = 40.0
 LAG_DURATION = 30.0
 LAG_INTERVAL = 1.0  # each active database commits once per this many seconds
 DB_ROWS = 2_500  # ≈ 300 KiB per database
-STALL_SECONDS = 120.0  # a bootstrap that makes no progress this long has failed
+STALL_SECONDS = 60.0  # a bootstrap that makes no progress this long has failed
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from bakelite.cli import context, render
-from bakelite.ops.compact import CompactReport
 from bakelite.units import format_size
+
+if TYPE_CHECKING:  # the ops module is imported by run(): it is heavy, and every command loads this one
+    from bakelite.ops.compact import CompactReport
 
 HELP = "merge older incremental change-sets into fewer objects now"
 DESCRIPTION = """\

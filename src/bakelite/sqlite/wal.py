@@ -24,10 +24,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
-import numpy.typing as npt
+
+if TYPE_CHECKING:  # numpy.typing costs a tenth of the daemon's start-up; annotations only need it
+    import numpy.typing as npt
+
+    U32Array = npt.NDArray[np.uint32]
 
 WAL_HEADER_SIZE: Final = 32
 FRAME_HEADER_SIZE: Final = 24
@@ -39,7 +43,6 @@ MAX_PAGE_SIZE: Final = 65536
 VERIFY_MODES: Final = ("numpy", "python")
 
 BytesLike = bytes | bytearray | memoryview
-U32Array = npt.NDArray[np.uint32]
 
 _MASK: Final = 0xFFFFFFFF
 _HEADER_STRUCT: Final = struct.Struct(">8I")

@@ -7,11 +7,14 @@ them and measure, from ``/proc/<pid>``:
 - **bootstrap**: start → every database has a first restorable backup (bakelite: its cursor file
   exists; Litestream: the first LTX file is in its replica);
 - **idle CPU**: ``utime + stime`` over 60 s with no writes, as % of one core, from 40 s after the
-  bootstrap (past the first safety poll);
+  last bootstrap (past the first safety poll);
 - **RSS** (``VmRSS`` at the end of the idle window) and **open descriptors** (``/proc/<pid>/fd``);
 - **lag with 1% active**: a writer process commits to 1% of the databases (one commit per database
   per second, staggered) and each commit's time until it is durable on the replica is recorded
   through inotify on the cursor files (bakelite) or on the ``ltx/0`` directories (Litestream).
+
+One contender's fleets of every N run at once, to share the idle minute: each bootstraps, and later
+writes, with the others paused by SIGSTOP; they idle side by side, each process's CPU read apart.
 
 Run alone: ``python bench/fleet.py --counts 100,1000 --runs 1`` (``--keep`` keeps the work tree).
 The writer is this file too: ``python bench/fleet.py write OUT.json INTERVAL DURATION DB...``.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -304,18 +308,6 @@ class Timing:
     lag: float = LAG_DURATION
 
 
-def _measure_idle(pid: int, timing: Timing, proc: Proc) -> tuple[float, float, float, int, dict[str, int]]:
-    time.sleep(timing.settle)
-    c0, t0 = cpu_seconds(pid), time.perf_counter()
-    time.sleep(timing.idle)
-    proc.check()
-    c1, t1 = cpu_seconds(pid), time.perf_counter()
-    kinds = fd_kinds(pid)
-    rss = (status_kib(pid, "VmRSS") or 0) / 1024
-    hwm = (status_kib(pid, "VmHWM") or 0) / 1024
-    return 100 * (c1 - c0) / (t1 - t0), rss, hwm, sum(kinds.values()), kinds
-
-
 def _wait_all(pending: set[Path], ready: Callable[[Path], bool], proc: Proc, timeout: float) -> float:
     """Seconds from start until every database is ready; TimeoutError at ``timeout`` or a stall."""
     total = len(pending)
@@ -347,23 +339,102 @@ def _reason(e: Exception) -> str:
     return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1][-400:]}"
 
 
-def run_bakelite(root: Path, dbs: list[Path], timing: Timing, timeout: float) -> FleetResult:
+class Fleet:
+    """One replicator process for N databases, measured phase by phase.
+
+    The phases are separate so that the fleets of one contender can share the idle minute: each
+    bootstraps alone (the others paused with SIGSTOP), then all idle side by side, then each
+    writes alone again.
+    """
+
+    def __init__(self, root: Path, dbs: list[Path]) -> None:
+        self.root, self.dbs = root, dbs
+        self.res = FleetResult()
+        self.proc: Proc | None = None
+        self._cpu0 = self._t0 = 0.0
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self, db: Path) -> bool:
+        raise NotImplementedError
+
+    def measure_lag(self, duration: float) -> list[float]:
+        raise NotImplementedError
+
+    @property
+    def ok(self) -> bool:
+        return self.res.error is None and self.proc is not None and self.proc.alive()
+
+    def bootstrap(self, timeout: float) -> None:
+        self.proc = Proc(self.command(), self.root / "replicator.log")
+        try:
+            self.res.bootstrap = _wait_all(set(self.dbs), self.ready, self.proc, timeout)
+        except (TimeoutError, RuntimeError) as e:
+            self.fail(e)
+
+    def fail(self, e: Exception) -> None:
+        self.res.error = _reason(e)
+        self.stop()
+
+    def pause(self, paused: bool) -> None:
+        if self.ok:
+            assert self.proc is not None
+            self.proc.p.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def idle_begin(self) -> None:
+        if self.ok:
+            assert self.proc is not None
+            self._cpu0, self._t0 = cpu_seconds(self.proc.p.pid), time.perf_counter()
+
+    def idle_end(self) -> None:
+        if not self.ok:
+            return
+        assert self.proc is not None
+        try:
+            self.proc.check()
+        except RuntimeError as e:
+            self.fail(e)
+            return
+        pid = self.proc.p.pid
+        c1, t1 = cpu_seconds(pid), time.perf_counter()
+        self.res.idle_cpu = 100 * (c1 - self._cpu0) / (t1 - self._t0)
+        self.res.fd_kinds = fd_kinds(pid)
+        self.res.fds = sum(self.res.fd_kinds.values())
+        self.res.rss_mib = (status_kib(pid, "VmRSS") or 0) / 1024
+        self.res.hwm_mib = (status_kib(pid, "VmHWM") or 0) / 1024
+
+    def lag(self, duration: float) -> None:
+        if not self.ok:
+            return
+        try:
+            self.res.lag = self.measure_lag(duration)
+        except (TimeoutError, RuntimeError) as e:
+            self.fail(e)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.alive():
+            self.proc.p.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            self.proc.stop(timeout=600)
+        elif self.res.error is None:
+            self.res.error = f"exited {self.proc.p.returncode}"
+
+
+class BakeliteFleet(Fleet):
     """One bakelite daemon for the whole fleet."""
-    res = FleetResult()
-    backups = root / "backups"
-    cfg = bakelite_fleet_config(root, dbs, backups)
-    daemon = Proc([PY, "-m", "bakelite", "daemon", "--config", str(cfg)], root / "daemon.log")
-    try:
-        res.bootstrap = _wait_all(
-            set(dbs),
-            lambda db: read_cursor_seq(db.parent / ".bakelite" / f"{db.stem}.cursor") == 0,
-            daemon,
-            timeout,
-        )
-        res.idle_cpu, res.rss_mib, res.hwm_mib, res.fds, res.fd_kinds = _measure_idle(
-            daemon.p.pid, timing, daemon
-        )
-        active = _active(dbs)
+
+    def command(self) -> list[str]:
+        cfg = bakelite_fleet_config(self.root, self.dbs, self.root / "backups")
+        return [PY, "-m", "bakelite", "daemon", "--config", str(cfg)]
+
+    def ready(self, db: Path) -> bool:
+        return read_cursor_seq(db.parent / ".bakelite" / f"{db.stem}.cursor") == 0
+
+    def measure_lag(self, duration: float) -> list[float]:
+        assert self.proc is not None
+        active = _active(self.dbs)
         dirs = sorted({db.parent / ".bakelite" for db in active})
         cursors = {f"{db.stem}.cursor": db.stem for db in active}
         watch = Durable(
@@ -372,72 +443,57 @@ def run_bakelite(root: Path, dbs: list[Path], timing: Timing, timeout: float) ->
             lambda p: None if (s := read_cursor_seq(p)) is None else float(s),
         )
         watch.start()
-        commits = run_writer(root, active, timing.lag)
+        commits = run_writer(self.root, active, duration)
         deadline = time.time() + 60
         while time.time() < deadline and any(
             not watch.seen.get(name_of(Path(db))) or watch.seen[name_of(Path(db))][-1][0] < len(ts)
             for db, ts in commits.items()
         ):
-            daemon.check()
+            self.proc.check()
             time.sleep(0.1)
         watch.stop_flag.set()
         watch.join()
-        res.lag = lags_by_seq(commits, watch.seen)
-    except (TimeoutError, RuntimeError) as e:
-        res.error = _reason(e)
-    finally:
-        daemon.stop(timeout=600)
-    return res
+        return lags_by_seq(commits, watch.seen)
 
 
-def run_litestream(root: Path, dbs: list[Path], timing: Timing, timeout: float) -> FleetResult:
+class LitestreamFleet(Fleet):
     """One ``litestream replicate`` for the whole fleet."""
-    res = FleetResult()
-    exe = litestream_bin()
-    assert exe is not None
-    replicas = root / "replicas"
-    cfg = litestream_fleet_config(root, dbs, replicas)
-    proc = Proc([exe, "replicate", "-config", str(cfg)], root / "litestream.log")
 
-    def ready(db: Path) -> bool:
+    def command(self) -> list[str]:
+        exe = litestream_bin()
+        assert exe is not None
+        return [exe, "replicate", "-config", str(litestream_fleet_config(self.root, self.dbs, self.replicas))]
+
+    @property
+    def replicas(self) -> Path:
+        return self.root / "replicas"
+
+    def ready(self, db: Path) -> bool:
         for level in ("0", "9"):
             try:
-                if any(n.endswith(".ltx") for n in os.listdir(replicas / db.stem / "ltx" / level)):
+                if any(n.endswith(".ltx") for n in os.listdir(self.replicas / db.stem / "ltx" / level)):
                     return True
             except FileNotFoundError:
                 pass
         return False
 
-    try:
-        res.bootstrap = _wait_all(set(dbs), ready, proc, timeout)
-        res.idle_cpu, res.rss_mib, res.hwm_mib, res.fds, res.fd_kinds = _measure_idle(
-            proc.p.pid, timing, proc
-        )
-        active = _active(dbs)
+    def measure_lag(self, duration: float) -> list[float]:
+        active = _active(self.dbs)
         dirs = []
         for db in active:
-            d = replicas / db.stem / "ltx" / "0"
+            d = self.replicas / db.stem / "ltx" / "0"
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
-
         # Every .ltx file in replicas/<name>/ltx/0 belongs to database <name>.
         watch = Durable(
             dirs, lambda d, name: d.parent.parent.name if name.endswith(".ltx") else None, ltx_timestamp
         )
         watch.start()
-        commits = run_writer(root, active, timing.lag)
+        commits = run_writer(self.root, active, duration)
         time.sleep(3.0)  # Litestream syncs every second
         watch.stop_flag.set()
         watch.join()
-        res.lag = lags_by_time(commits, watch.seen)
-    except (TimeoutError, RuntimeError) as e:
-        res.error = _reason(e)
-    finally:
-        if proc.alive():
-            proc.stop(timeout=600)
-        elif res.error is None:
-            res.error = f"exited {proc.p.returncode}"
-    return res
+        return lags_by_time(commits, watch.seen)
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -447,6 +503,35 @@ def _active(dbs: list[Path]) -> list[Path]:
     """1% of the fleet (at least one), spread over the shards."""
     k = max(1, len(dbs) // 100)
     return dbs[:: len(dbs) // k][:k]
+
+
+def _record(t: Table, row: str, who: str, n: int, res: FleetResult) -> None:
+    """One fleet's figures and its notes in the table."""
+    t.add(row, "bootstrap", res.bootstrap)
+    t.add(row, "idle CPU", res.idle_cpu)
+    t.add(row, "RSS", res.rss_mib)
+    t.add(row, "peak RSS", res.hwm_mib)
+    t.add(row, "fds", res.fds)
+    if res.lag:
+        t.add(row, "lag p50", percentile(res.lag, 50))
+        t.add(row, "lag p99", percentile(res.lag, 99))
+        t.add(row, "lag max", max(res.lag))
+    detail = []
+    if res.fd_kinds:
+        kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(res.fd_kinds.items()))
+        detail.append(f"fds by kind: {kinds}")
+    if res.rss_mib is not None:
+        detail.append(
+            f"RSS {res.rss_mib:,.0f} MiB (peak {res.hwm_mib or 0:,.0f}), "
+            f"{res.rss_mib * 1024 / n:,.1f} KiB per database"
+        )
+    if res.fds is not None:
+        detail.append(f"{res.fds / n:.2f} fds per database")
+    if who == "bakelite" and (m := t.rows[row].get("config load")) is not None:
+        detail.append(f"config with {n:,} databases loads in {m.values[-1]:.2f} s")
+    if res.error:
+        detail.append(f"FAILED: {res.error}")
+    t.notes.append(f"{row}: " + "; ".join(detail))
 
 
 def fleet_table(
@@ -473,51 +558,49 @@ def fleet_table(
         ],
         baseline=f"bakelite, {counts[0]:,} dbs",
     )
-    contenders: list[tuple[str, Callable[[Path, list[Path], Timing, float], FleetResult]]] = [
-        ("bakelite", run_bakelite)
-    ]
+    contenders: list[tuple[str, type[Fleet]]] = [("bakelite", BakeliteFleet)]
     if with_litestream and litestream_bin() is not None:
-        contenders.append(("litestream", run_litestream))
-    for n in counts:
-        root = work / f"fleet-{n}"
-        for who, fn in contenders:
-            row = f"{who}, {n:,} dbs"
-            for _ in range(runs):
-                fresh_dir(root)
-                dbs = make_fleet(root, n)
-                if who == "bakelite":
-                    cfg = bakelite_fleet_config(root, dbs, root / "backups")
-                    load = config_load_seconds(cfg)
-                    if load is not None:
-                        t.add(row, "config load", load)
-                res = fn(root, dbs, timing, 60 + 0.15 * n)
-                t.add(row, "bootstrap", res.bootstrap)
-                t.add(row, "idle CPU", res.idle_cpu)
-                t.add(row, "RSS", res.rss_mib)
-                t.add(row, "peak RSS", res.hwm_mib)
-                t.add(row, "fds", res.fds)
-                if res.lag:
-                    t.add(row, "lag p50", percentile(res.lag, 50))
-                    t.add(row, "lag p99", percentile(res.lag, 99))
-                    t.add(row, "lag max", max(res.lag))
-                detail = []
-                if res.fd_kinds:
-                    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(res.fd_kinds.items()))
-                    detail.append(f"fds by kind: {kinds}")
-                if res.rss_mib is not None:
-                    detail.append(
-                        f"RSS {res.rss_mib:,.0f} MiB (peak {res.hwm_mib or 0:,.0f}), "
-                        f"{res.rss_mib * 1024 / n:,.1f} KiB per database"
-                    )
-                if res.fds is not None:
-                    detail.append(f"{res.fds / n:.2f} fds per database")
-                if who == "bakelite" and (m := t.rows[row].get("config load")) is not None:
-                    detail.append(f"config with {n:,} databases loads in {m.values[-1]:.2f} s")
-                if res.error:
-                    detail.append(f"FAILED: {res.error}")
-                t.notes.append(f"{row}: " + "; ".join(detail))
-            if os.environ.get("BENCH_KEEP") != "1":
-                shutil.rmtree(root, ignore_errors=True)
+        contenders.append(("litestream", LitestreamFleet))
+    for who, cls in contenders:
+        for _ in range(runs):
+            fleets: dict[int, Fleet] = {}
+            try:
+                for n in counts:
+                    root = fresh_dir(work / f"fleet-{who}-{n}")
+                    dbs = make_fleet(root, n)
+                    if who == "bakelite":
+                        load = config_load_seconds(bakelite_fleet_config(root, dbs, root / "backups"))
+                        if load is not None:
+                            t.add(f"{who}, {n:,} dbs", "config load", load)
+                    for other in fleets.values():
+                        other.pause(True)  # each bootstrap has the machine to itself
+                    fleets[n] = fleet = cls(root, dbs)
+                    fleet.bootstrap(60 + 0.15 * n)
+                    fleet.pause(True)
+                for fleet in fleets.values():
+                    fleet.pause(False)
+                # All of this contender's fleets idle side by side: their CPU is read per process.
+                time.sleep(timing.settle)
+                for fleet in fleets.values():
+                    fleet.idle_begin()
+                time.sleep(timing.idle)
+                for fleet in fleets.values():
+                    fleet.idle_end()
+                for fleet in fleets.values():
+                    for other in fleets.values():
+                        other.pause(other is not fleet)  # each writer's lag with the machine to itself
+                    fleet.lag(timing.lag)
+            finally:
+                for fleet in fleets.values():
+                    fleet.stop()
+            for n, fleet in fleets.items():
+                _record(t, f"{who}, {n:,} dbs", who, n, fleet.res)
+                if os.environ.get("BENCH_KEEP") != "1":
+                    shutil.rmtree(fleet.root, ignore_errors=True)
+    t.notes.append(
+        "each fleet bootstraps and writes with the contender's other fleets paused (SIGSTOP); all of "
+        "a contender's fleets then idle side by side for the idle window, their CPU read per process"
+    )
     return t
 
 

@@ -74,7 +74,8 @@ def share_caches(wanted: Sequence[int], *, workers: int, budget_kib: int) -> lis
 
     Water-filling: every statement gets what it wants up to one common level, chosen as high as
     it can be while the ``workers`` largest caches (the worst set that can run together) fit
-    ``budget_kib``.  Each gets at least a small floor, so a statement never runs without a cache.
+    ``budget_kib``.  Each gets at least a small floor (1 KiB at the least, so a budget below 1 KiB
+    per worker is exceeded), so a statement never runs without a cache.
     """
     if not wanted:
         return []

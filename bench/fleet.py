@@ -572,11 +572,9 @@ def fleet_table(
                         load = config_load_seconds(bakelite_fleet_config(root, dbs, root / "backups"))
                         if load is not None:
                             t.add(f"{who}, {n:,} dbs", "config load", load)
-                    for other in fleets.values():
-                        other.pause(True)  # each bootstrap has the machine to itself
                     fleets[n] = fleet = cls(root, dbs)
                     fleet.bootstrap(60 + 0.15 * n)
-                    fleet.pause(True)
+                    fleet.pause(True)  # so the next bootstrap has the machine to itself
                 for fleet in fleets.values():
                     fleet.pause(False)
                 # All of this contender's fleets idle side by side: their CPU is read per process.

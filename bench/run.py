@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     tables: list[Table] = []
     extra: dict[str, Any] = {}
 
-    last_table = [time.time()]
+    last_table = time.time()
 
     def show(t: Table) -> None:
+        nonlocal last_table
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        took = time.time() - last_table[0]
-        last_table[0] = time.time()
+        took, last_table = time.time() - last_table, time.time()
         t.notes.append(f"host load average (1/5/15 min) when the table finished: {load}")
         t.notes.append(f"this table took {took / 60:.1f} min of the run")
         tables.append(t)

@@ -129,6 +129,7 @@ def _index_kib(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]
     """Each index's size in KiB from dbstat, or None when this build (or this file) cannot say."""
     sizes: dict[str, int] = {}
     try:
+        # One query per index: dbstat walks only the b-trees named, not the (much bigger) tables.
         for name in names:
             row = conn.execute(
                 "SELECT pgsize FROM dbstat WHERE name = ? AND aggregate = 1", (name,)

@@ -57,7 +57,16 @@ LAG_DURATION = 30.0
 LAG_INTERVAL = 1.0  # each active database commits once per this many seconds
 DB_ROWS = 2_500  # ≈ 300 KiB per database
 STALL_SECONDS = 60.0  # a bootstrap that makes no progress this long has failed
+PROJECT_AFTER = 60.0  # from then on, a bootstrap whose pace projects past twice its timeout has too
+# SIGTERM, then SIGKILL after this long: bakelite stops 2,000 databases in about 2 s, while a
+# Litestream stalled at 10,000 was still running 210 s after SIGTERM (a full run waited 600 s).
+STOP_SECONDS = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def bootstrap_timeout(n: int) -> float:
+    """A bootstrap of ``n`` databases not done by then has failed (Litestream at 10,000 creeps on)."""
+    return 120 + 0.01 * n
 
 
 # -- the fleet -----------------------------------------------------------------------------------
@@ -323,14 +332,25 @@ def _wait_all(pending: set[Path], ready: Callable[[Path], bool], proc: Proc, tim
         now = time.perf_counter()
         if len(pending) < before:
             progress_at = now
+        done, elapsed = total - len(pending), now - proc.started
         if now > deadline or now - progress_at > STALL_SECONDS:
-            done = total - len(pending)
             raise TimeoutError(
-                f"{done:,} of {total:,} databases had a first backup after {now - proc.started:.0f} s "
+                f"{done:,} of {total:,} databases had a first backup after {elapsed:.0f} s "
                 f"(no progress for {now - progress_at:.0f} s)"
+            )
+        # Creeping on at a pace that would need more than twice the timeout: it has failed.
+        if elapsed > PROJECT_AFTER and done and elapsed * total / done > 2 * timeout:
+            raise TimeoutError(
+                f"{done:,} of {total:,} databases had a first backup after {elapsed:.0f} s "
+                f"(at that pace all would take {elapsed * total / done / 60:.0f} min)"
             )
         time.sleep(step)
     return time.perf_counter() - proc.started
+
+
+def _say(msg: str) -> None:
+    """A progress line on stderr, so a slow phase shows in the log of a long run."""
+    print(f"fleet {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
 def _reason(e: Exception) -> str:
@@ -417,7 +437,9 @@ class Fleet:
             return
         if self.proc.alive():
             self.proc.p.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
-            self.proc.stop(timeout=600)
+            t0 = time.perf_counter()
+            self.proc.stop(timeout=STOP_SECONDS)
+            _say(f"{type(self).__name__} of {len(self.dbs):,} stopped in {time.perf_counter() - t0:.1f} s")
         elif self.res.error is None:
             self.res.error = f"exited {self.proc.p.returncode}"
 
@@ -573,7 +595,9 @@ def fleet_table(
                         if load is not None:
                             t.add(f"{who}, {n:,} dbs", "config load", load)
                     fleets[n] = fleet = cls(root, dbs)
-                    fleet.bootstrap(60 + 0.15 * n)
+                    _say(f"{who} {n:,}: generated, bootstrapping")
+                    fleet.bootstrap(bootstrap_timeout(n))
+                    _say(f"{who} {n:,}: bootstrap {fleet.res.bootstrap or 0:.1f} s {fleet.res.error or ''}")
                     fleet.pause(True)  # so the next bootstrap has the machine to itself
                 for fleet in fleets.values():
                     fleet.pause(False)
@@ -584,10 +608,12 @@ def fleet_table(
                 time.sleep(timing.idle)
                 for fleet in fleets.values():
                     fleet.idle_end()
+                _say(f"{who}: idle done")
                 for fleet in fleets.values():
                     for other in fleets.values():
                         other.pause(other is not fleet)  # each writer's lag with the machine to itself
                     fleet.lag(timing.lag)
+                    _say(f"{who} {len(fleet.dbs):,}: lag done")
             finally:
                 for fleet in fleets.values():
                     fleet.stop()

@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 duration=dur,
                 with_litestream=with_ls,
                 title=f"lag: a commit every 50 ms for {dur:g} s (COMMIT returned → durable on the replica)",
+                side_by_side=True,
             )
             extra["lag"] = raw
             show(t)

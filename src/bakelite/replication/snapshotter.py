@@ -62,7 +62,7 @@ def plan_snapshot(live: LiveDatabase) -> SnapshotPlan:
                         break
                     res = wal.scan_frames(buf, hdr, start, s)
                     nvalid = res.valid_frames - start
-                    pgnos: list[int] = res.pgnos[:nvalid].tolist()
+                    pgnos = res.pgnos
                     commit_at = {c.last_frame: c.db_pages for c in res.commits}
                     for i, pg in enumerate(pgnos):
                         fi = start + i

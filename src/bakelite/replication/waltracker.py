@@ -85,7 +85,7 @@ class PendingCommit:
 class WalTracker:
     """Incremental reader of one database's WAL (not thread-safe: the owner serialises calls)."""
 
-    def __init__(self, wal_path: Path, page_size: int, verify: str = "numpy") -> None:
+    def __init__(self, wal_path: Path, page_size: int, verify: str = "auto") -> None:
         self.wal_path = wal_path
         self.page_size = page_size
         self.verify = verify
@@ -187,7 +187,7 @@ class WalTracker:
                 break
             res = wal.scan_frames(buf, hdr, start, s, verify=self.verify)
             nvalid = res.valid_frames - start
-            pgnos: list[int] = res.pgnos[:nvalid].tolist()
+            pgnos = res.pgnos
             consumed = 0
             for c in res.commits:
                 k = c.last_frame - start

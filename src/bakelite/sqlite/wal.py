@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Final
 
-import numpy as np
-
-if TYPE_CHECKING:  # numpy.typing costs a tenth of the daemon's start-up; annotations only need it
+if TYPE_CHECKING:  # numpy is imported by the first scan that needs it (see scan_frames)
+    import numpy as np
     import numpy.typing as npt
 
     U32Array = npt.NDArray[np.uint32]
@@ -40,7 +39,7 @@ WAL_MAGIC_BE: Final = 0x377F0683
 WAL_FORMAT_VERSION: Final = 3007000
 MIN_PAGE_SIZE: Final = 512
 MAX_PAGE_SIZE: Final = 65536
-VERIFY_MODES: Final = ("numpy", "python")
+VERIFY_MODES: Final = ("auto", "numpy", "python")
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -53,6 +52,13 @@ _BATCH_BYTES: Final = 4 << 20
 # An elementwise multiply plus row sum over cache-sized blocks runs about 1.6x faster here than
 # numpy's integer matmul, which has no BLAS and no SIMD kernel.
 _PRODUCT_BYTES: Final = 512 << 10
+# Importing numpy takes 60-70 ms, a third of the daemon's start-up, and 15 MiB of memory: until
+# a scan is bigger than this (16 frames of 4 KiB, about 1.3 ms in Python), or the small scans
+# have cost about what the import would (Python checks ~60 MB/s), frames are checked in Python.
+_PYTHON_SCAN_BYTES: Final = 64 << 10
+_PYTHON_BUDGET_BYTES: Final = 4 << 20
+_numpy_loaded = False
+_python_scanned = 0
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,8 @@ class ScanResult:
     commits: tuple[Commit, ...]
     last_commit_frame: int  # absolute index of the last commit frame, or start_frame - 1 if none
     checksum_at_commit: tuple[int, int]  # running checksum after the last commit (input s if none)
-    # Page number of each valid frame (index i is frame start_frame + i); a native-order copy,
-    # so it does not pin the scanned buffer.  Arrays have no usable ==, hence compare=False.
-    pgnos: U32Array = field(compare=False, repr=False)
+    # Page number of each valid frame (index i is frame start_frame + i).
+    pgnos: list[int] = field(repr=False)
     checksum_at_end: tuple[int, int]  # running checksum after the last valid frame (s if none)
 
 
@@ -200,6 +205,8 @@ class _Coefficients:
 @cache  # at most 8 valid page sizes
 def _coefficients(page_size: int) -> _Coefficients:
     """Closed-form coefficients of the checksum of one whole frame, for a page size."""
+    import numpy as np
+
     words_per_frame = (FRAME_HEADER_SIZE + page_size) // 4
     pairs = 1 + page_size // 8  # frame-header bytes 0..7, then the page
     powers = np.empty((pairs + 1, 4), dtype=np.uint64)  # powers[j] = Aʲ mod 2**32
@@ -223,6 +230,8 @@ def _coefficients(page_size: int) -> _Coefficients:
 
 def _words(buf: memoryview, page_size: int, first: int, count: int, dtype: str) -> U32Array:
     """``count`` frames from frame ``first`` of ``buf`` as a (count, words per frame) view."""
+    import numpy as np
+
     fsz = FRAME_HEADER_SIZE + page_size
     arr: U32Array = np.frombuffer(buf, dtype=dtype, count=count * fsz // 4, offset=first * fsz)
     return arr.reshape(count, fsz // 4)
@@ -232,6 +241,8 @@ def _closed_form(
     words: U32Array, stored: U32Array, s: tuple[int, int], page_size: int
 ) -> tuple[U32Array, U32Array]:
     """Checksum of each frame row, each chained from the previous row's stored checksum."""
+    import numpy as np
+
     coeffs = _coefficients(page_size)
     count, width = words.shape
     prod = np.empty((count, 2), dtype=np.uint32)
@@ -257,6 +268,8 @@ def _closed_form(
 
 def frame_checksums(buf: BytesLike, header: WalHeader, s: tuple[int, int]) -> U32Array:
     """(n, 2) closed-form checksums of the frames in ``buf``, each from its predecessor's stored one."""
+    import numpy as np
+
     mv = memoryview(buf).cast("B")
     count = len(mv) // header.frame_size
     if count == 0:
@@ -276,13 +289,25 @@ def scan_frames(
     start_frame: int,
     s: tuple[int, int],
     *,
-    verify: str = "numpy",
+    verify: str = "auto",
 ) -> ScanResult:
-    """Valid prefix and commits of the frames in ``buf``, which starts at frame ``start_frame``."""
+    """Valid prefix and commits of the frames in ``buf``, which starts at frame ``start_frame``.
+
+    ``verify``: ``numpy`` (the vectorised closed form), ``python`` (the frame-by-frame oracle) or
+    ``auto``: numpy, except that small scans run in Python until numpy is first worth importing.
+    """
+    global _python_scanned
     # s is the running checksum after frame start_frame - 1 (the header checksum for frame 0).
     if start_frame < 0:
         raise ValueError(f"start_frame must be >= 0, got {start_frame}")
     mv = memoryview(buf).cast("B")
+    if verify == "auto":
+        small = len(mv) <= _PYTHON_SCAN_BYTES and _python_scanned < _PYTHON_BUDGET_BYTES
+        if small and not _numpy_loaded:
+            _python_scanned += len(mv)
+            verify = "python"
+        else:
+            verify = "numpy"
     if verify == "numpy":
         return _scan_numpy(mv, header, start_frame, s)
     if verify == "python":
@@ -315,19 +340,23 @@ def _scan_python(mv: memoryview, header: WalHeader, start_frame: int, s: tuple[i
         commits=tuple(commits),
         last_commit_frame=commits[-1].last_frame if commits else start_frame - 1,
         checksum_at_commit=at_commit,
-        pgnos=np.array(pgnos, dtype=np.uint32),
+        pgnos=pgnos,
         checksum_at_end=(s1, s2),
     )
 
 
 def _scan_numpy(mv: memoryview, header: WalHeader, start_frame: int, s: tuple[int, int]) -> ScanResult:
+    global _numpy_loaded
+    import numpy as np
+
+    _numpy_loaded = True
     fsz = header.frame_size
     total = len(mv) // fsz
     batch = max(1, _BATCH_BYTES // fsz)
     word_dtype = ">u4" if header.big_endian else "<u4"
     salt1, salt2 = (np.uint32(v) for v in header.salts)
     commits: list[Commit] = []
-    pgno_parts: list[U32Array] = []
+    pgnos: list[int] = []
     at_commit = s
     prev = s
     done = 0
@@ -347,7 +376,7 @@ def _scan_numpy(mv: memoryview, header: WalHeader, start_frame: int, s: tuple[in
         bad = np.flatnonzero(~ok)
         valid = int(bad[0]) if bad.size else count
         if valid:
-            pgno_parts.append(fields[:valid, 0].copy())
+            pgnos += fields[:valid, 0].tolist()
             where = np.flatnonzero(fields[:valid, 1])
             if where.size:
                 # tolist() once: per-element numpy scalar access dominated small-commit workloads.
@@ -360,7 +389,6 @@ def _scan_numpy(mv: memoryview, header: WalHeader, start_frame: int, s: tuple[in
         done += valid
         if valid < count:
             break
-    pgnos = np.concatenate(pgno_parts) if pgno_parts else np.empty(0, dtype=np.uint32)
     return ScanResult(
         valid_frames=start_frame + done,
         commits=tuple(commits),

@@ -18,6 +18,7 @@ from typing import Any
 
 from _util import (
     PY,
+    RESULTS,
     WRITER,
     PeakSampler,
     Proc,
@@ -345,6 +346,14 @@ def _overhead_run(work: Path, who: str, wl: Workload, seed: int) -> tuple[dict[s
     try:
         with PeakSampler(lambda: file_size(wal), 0.01) as sampler:
             w = writer_run(db, root / "writer.json", wl.commits, wl.rows, seed, wl.args())
+    except RuntimeError as e:
+        # Keep the evidence: the replicator's log and the database, beside the results.
+        keep = RESULTS / f"failed-overhead-{time.strftime('%Y%m%dT%H%M%S')}"
+        if proc is not None:
+            proc.stop()
+            proc = None
+        shutil.copytree(root, keep)
+        raise RuntimeError(f"{wl.label} under {who}: {e} (kept in {keep})") from e
     finally:
         if proc is not None:
             proc.stop()

@@ -109,9 +109,17 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.rows)
         ]
         t0 = time.perf_counter()
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany("INSERT INTO kv(k, v, t) VALUES (?, ?, ?)", rows)
-        con.execute("COMMIT")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO kv(k, v, t) VALUES (?, ?, ?)", rows)
+            con.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            # Say how long it waited: busy_timeout running out, or SQLite giving up at once.
+            wal = os.stat(f"{a.db}-wal").st_size if os.path.exists(f"{a.db}-wal") else 0
+            raise SystemExit(
+                f"commit {k} failed after {time.perf_counter() - t0:.3f} s: {e} "
+                f"(WAL {wal:,} bytes, {time.time():.3f})"
+            ) from e
         t1 = time.perf_counter()
         times.append(time.time())
         lat.append(t1 - t0)

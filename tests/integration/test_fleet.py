@@ -65,7 +65,7 @@ def test_trim_keeps_the_read_transaction_and_its_locks(tmp_path: Path) -> None:
         _app(db, "INSERT INTO t(v) VALUES ('a')")
         live.refresh(lambda: None)
         # A checkpoint opens W and C next to both readers.
-        live.checkpoint(lambda: None)
+        live.checkpoint(lambda: 0, lambda: 0)
         assert live.open_connections() == 4
         fds_before = _fds()
         # The app commits after our read transaction began: we have not copied these frames.
@@ -84,7 +84,7 @@ def test_trim_keeps_the_read_transaction_and_its_locks(tmp_path: Path) -> None:
             _app(db, f"INSERT INTO t(v) VALUES ('r{i}')")
             live.refresh(lambda: None)
             if i % 5 == 0:
-                live.checkpoint(lambda: None)
+                live.checkpoint(lambda: 0, lambda: 0)
             live.trim()
         assert _fds() <= fds_before
         assert live.open_connections() == 1

@@ -68,6 +68,7 @@ class ReplicatorStatus:
     snapshots: int = 0
     checkpoints: int = 0
     truncates: int = 0
+    checkpoints_deferred: int = 0  # put off because the app wrote faster than the tail settled
 
 
 class DatabaseReplicator:
@@ -108,7 +109,6 @@ class DatabaseReplicator:
         self._last_checkpoint = 0.0
         # The WAL generation and its committed frame bytes at our latest checkpoint.
         self._checkpointed_at: tuple[tuple[int, int] | None, int] = (None, 0)
-        self._last_shipped = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -225,7 +225,6 @@ class DatabaseReplicator:
             frames_pending = bool(self._require_tracker().pending)
             try:
                 shipped = live.refresh(self._ship_all)
-                self._last_shipped = shipped
                 self._slot0_suspect = not frames_pending
             except GapError as e:
                 logger.warning("%s: %s; taking a new full backup", self.db.name, e)
@@ -258,13 +257,18 @@ class DatabaseReplicator:
                 return False
             self._last_checkpoint = t0 = time.monotonic()
             self._checkpointed_at = (tracker.gen, tracker.frames_used())
-            # Commits that arrived during the last sync, against those it shipped: when the app
-            # writes faster than we ship, every step before the writer freeze only grows the tail
-            # the freeze must ship, so go straight to it (the freeze is the back-pressure).
-            converging = len(tracker.pending) < self._last_shipped
-            if converging:
-                live.refresh(self._ship_all)
-            truncated = live.checkpoint(self._ship_all, settle=converging)
+            truncated = live.checkpoint(self._ship_all, self._tail_bytes)
+            if truncated is None:
+                # The app writes faster than the tail settles: try again once the WAL has grown
+                # by another half max_wal_size (see _urgent), never with a long freeze.
+                logger.debug(
+                    "%s: checkpoint put off: %d bytes of WAL still unshipped",
+                    self.db.name,
+                    self._tail_bytes(),
+                )
+                self.status.checkpoints_deferred += 1
+                self._catch_up_observe()
+                return False
             logger.debug(
                 "%s: checkpoint in %.3f s (WAL frames %d bytes, truncated: %s)",
                 self.db.name,
@@ -281,6 +285,13 @@ class DatabaseReplicator:
             self._save_cursor(self._require_cursor())
             self._catch_up_observe()
             return True
+
+    def _tail_bytes(self) -> int:
+        """Committed WAL bytes not yet shipped, observed now (what a writer freeze would copy)."""
+        tracker = self._require_tracker()
+        tracker.observe(self.clock())
+        frame = tracker.page_size + wal.FRAME_HEADER_SIZE
+        return frame * sum(len(c.frames) for c in tracker.pending)
 
     def snapshot_due(self) -> bool:
         """Whether snapshot_interval or max_segments_per_snapshot calls for a new full backup."""

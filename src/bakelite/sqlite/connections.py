@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Ship-and-backfill rounds outside the writer freeze before a checkpoint takes it.
 SETTLE_ROUNDS = 3
+# The most unshipped WAL a checkpoint copies and backfills inside the freeze, which blocks the
+# app's writes: about 50-100 ms of work here.  A bigger tail puts the checkpoint off, since a
+# freeze that ran to seconds once made a flat-out writer's BEGIN IMMEDIATE outlast a 10 s
+# busy_timeout.
+FREEZE_TAIL_BYTES = 4 << 20
 
 # Page cache of each of our connections, in pages: below 3, SQLite makes no bulk allocation.
 CACHE_PAGES = 2
@@ -224,33 +229,35 @@ class LiveDatabase:
         self.current = other
         return result
 
-    def checkpoint(self, copy_tail: Callable[[], int], settle: bool = True) -> bool:
+    def checkpoint(
+        self,
+        copy_tail: Callable[[], int],
+        tail_bytes: Callable[[], int],
+        max_tail: int | None = None,
+    ) -> bool | None:
         """Checkpoint without losing unshipped frames; True when the WAL was truncated.
 
-        The caller has already shipped everything outside the freeze; with ``settle``, up to
-        SETTLE_ROUNDS refreshes (each shipping through ``copy_tail``, which returns how many
-        commits it shipped) then catch up with the app's writes, still outside the freeze, while
-        each round has less to ship than the one before.  Inside the freeze (I2) the
-        tail is copied, our reader released, a PASSIVE checkpoint backfills everything and the
-        reader is re-taken (landing on slot 0 when fully backfilled); then TRUNCATE with
-        busy_timeout 0 (I3): it succeeds only if no frame was written since.
+        The caller has already shipped everything outside the freeze.  While ``tail_bytes()``
+        (the committed WAL not yet shipped, observed afresh) is above ``max_tail`` (default
+        FREEZE_TAIL_BYTES), up to SETTLE_ROUNDS refreshes ship it through ``copy_tail`` and
+        backfill it, still outside the freeze.  If the app keeps writing faster than that, the
+        checkpoint is put off (None): the freeze must stay short, however far behind we are.  Inside the freeze (I2) the tail is
+        copied, our reader released, a PASSIVE checkpoint backfills everything and the reader is
+        re-taken (landing on slot 0 when fully backfilled); then TRUNCATE with busy_timeout 0
+        (I3): it succeeds only if no frame was written since.
         """
         if self.current is None:
             raise AssertionError("checkpoint before acquire_initial")
+        # Backfill up to our reader's mark, so the freeze only has what follows it to copy.
         self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        # Outside the freeze, ship and backfill what the app wrote meanwhile, so the freeze (which
-        # blocks the app's writes) only has the last few frames left to copy and backfill.
-        # Only while it converges: against a writer faster than we ship, waiting only lets the WAL
-        # grow, and the freeze is what makes the writer wait for us.
-        before = None
-        for _ in range(SETTLE_ROUNDS if settle else 0):
-            shipped = self.refresh(copy_tail)
-            if shipped == 0:
-                break
+        limit = FREEZE_TAIL_BYTES if max_tail is None else max_tail
+        rounds = 0
+        while tail_bytes() > limit:
+            if rounds == SETTLE_ROUNDS:
+                return None
+            rounds += 1
+            self.refresh(copy_tail)
             self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if before is not None and shipped >= before:
-                break
-            before = shipped
         with self.freeze():
             copy_tail()
             reader = self._reader(self.current)

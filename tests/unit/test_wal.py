@@ -778,6 +778,11 @@ for _ in range(wal._PYTHON_BUDGET_BYTES // len(small) + 1):
 assert wal._python_scanned >= wal._PYTHON_BUDGET_BYTES
 wal.scan_frames(small, hdr, 0, hdr.checksum)
 assert wal._numpy_loaded
+# The daemon preloads it once every database has started: small scans use it from then on.
+wal._numpy_loaded = False
+wal._python_scanned = 0
+wal.preload_numpy()
+assert wal._numpy_loaded
 print("ok")
 """
 

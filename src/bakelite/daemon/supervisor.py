@@ -49,6 +49,7 @@ from bakelite.errors import BakeliteError, DatabaseError, EncryptionError, LockH
 from bakelite.format import layout
 from bakelite.replication.shipper import DatabaseReplicator
 from bakelite.replication.watcher import WalWatcher
+from bakelite.sqlite import wal
 from bakelite.storage.base import Storage
 
 logger = logging.getLogger(__name__)
@@ -473,6 +474,8 @@ class Supervisor:
             # Every database has its first backup: what the snapshots' buffers left free in the
             # allocator goes back to the system (about 12 KiB a database in a fleet of small ones).
             release_free_memory()
+            # The first backups were not held up by importing numpy; now import it off the hot path.
+            threading.Thread(target=wal.preload_numpy, name="bakelite-preload", daemon=True).start()
 
     def _maybe_sweep(self, slot: DatabaseSlot) -> None:
         """Abort orphaned multipart uploads every multipart_sweep_interval (S3 only; else a no-op)."""

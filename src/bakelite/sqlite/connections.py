@@ -241,10 +241,11 @@ class LiveDatabase:
         (the committed WAL not yet shipped, observed afresh) is above ``max_tail`` (default
         FREEZE_TAIL_BYTES), up to SETTLE_ROUNDS refreshes ship it through ``copy_tail`` and
         backfill it, still outside the freeze.  If the app keeps writing faster than that, the
-        checkpoint is put off (None): the freeze must stay short, however far behind we are.  Inside the freeze (I2) the tail is
-        copied, our reader released, a PASSIVE checkpoint backfills everything and the reader is
-        re-taken (landing on slot 0 when fully backfilled); then TRUNCATE with busy_timeout 0
-        (I3): it succeeds only if no frame was written since.
+        checkpoint is put off (None): the freeze must stay short, however far behind we are.
+        Inside the freeze (I2) the tail is copied, our reader released, a PASSIVE checkpoint
+        backfills everything and the reader is re-taken (landing on slot 0 when fully
+        backfilled); then TRUNCATE with busy_timeout 0 (I3): it succeeds only if no frame was
+        written since.
         """
         if self.current is None:
             raise AssertionError("checkpoint before acquire_initial")

@@ -52,11 +52,12 @@ _BATCH_BYTES: Final = 4 << 20
 # An elementwise multiply plus row sum over cache-sized blocks runs about 1.6x faster here than
 # numpy's integer matmul, which has no BLAS and no SIMD kernel.
 _PRODUCT_BYTES: Final = 512 << 10
-# Importing numpy takes 60-70 ms, a third of the daemon's start-up, and 15 MiB of memory: until
-# a scan is bigger than this (16 frames of 4 KiB, about 1.3 ms in Python), or the small scans
-# have cost about what the import would (Python checks ~60 MB/s), frames are checked in Python.
+# Importing numpy takes 60-70 ms, a third of the daemon's start-up, and 15 MiB of memory: the
+# daemon imports it in the background once every database has started (preload_numpy).  Until
+# then, a scan of at most this much (16 frames of 4 KiB, about 1.3 ms in Python) is checked in
+# Python, while such scans add up to no more than a few milliseconds (~60 MB/s).
 _PYTHON_SCAN_BYTES: Final = 64 << 10
-_PYTHON_BUDGET_BYTES: Final = 4 << 20
+_PYTHON_BUDGET_BYTES: Final = 256 << 10
 _numpy_loaded = False
 _python_scanned = 0
 
@@ -313,6 +314,18 @@ def scan_frames(
     if verify == "python":
         return _scan_python(mv, header, start_frame, s)
     raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+
+
+def preload_numpy() -> None:
+    """Import numpy now (in a background thread), so no scan pays for the import later.
+
+    Imported by the first big scan instead, it took 60-100 ms of CPU in the middle of an app's
+    burst of commits and cost that burst about a third of its throughput.
+    """
+    global _numpy_loaded
+    import numpy  # noqa: F401
+
+    _numpy_loaded = True
 
 
 def _scan_python(mv: memoryview, header: WalHeader, start_frame: int, s: tuple[int, int]) -> ScanResult:

@@ -84,13 +84,19 @@ def test_a_tail_that_settles_is_copied_inside_the_freeze_and_truncated(db: Path)
         live.close()
 
 
-def test_replicator_measures_the_unshipped_tail_and_defers(tmp_path: Path, db: Path) -> None:
+def _replicator(tmp_path: Path, db: Path) -> DatabaseReplicator:
+    """A started replicator with a 64 KiB max_wal_size, on a file backend."""
     backups = tmp_path / "backups"
     rep = DatabaseReplicator(
         Database(name="app", path=db, backends=(FileBackend(path=backups),), max_wal_size=64 * 1024),
         [FileStorage(backups)],
     )
     rep.start()
+    return rep
+
+
+def test_replicator_measures_the_unshipped_tail(tmp_path: Path, db: Path) -> None:
+    rep = _replicator(tmp_path, db)
     try:
         write(db, 60)  # 60 commits of one 3 KB row: a page and a bit each, ~0.5 MB of WAL
         tail = rep._tail_bytes()
@@ -110,12 +116,7 @@ def test_replicator_puts_off_a_checkpoint_whose_tail_will_not_settle(
 ) -> None:
     import bakelite.sqlite.connections as connections
 
-    backups = tmp_path / "backups"
-    rep = DatabaseReplicator(
-        Database(name="app", path=db, backends=(FileBackend(path=backups),), max_wal_size=64 * 1024),
-        [FileStorage(backups)],
-    )
-    rep.start()
+    rep = _replicator(tmp_path, db)
     try:
         write(db, 60)
         monkeypatch.setattr(connections, "FREEZE_TAIL_BYTES", -1)  # no tail is ever small enough

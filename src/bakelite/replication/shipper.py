@@ -259,12 +259,12 @@ class DatabaseReplicator:
             self._checkpointed_at = (tracker.gen, tracker.frames_used())
             truncated = live.checkpoint(self._ship_all, self._tail_bytes)
             if truncated is None:
-                # The app writes faster than the tail settles: try again once the WAL has grown
-                # by another half max_wal_size (see _urgent), never with a long freeze.
+                # The app writes faster than the tail settles: the next sync past max_wal_size
+                # tries again, never with a long freeze.
                 logger.debug(
                     "%s: checkpoint put off: %d bytes of WAL still unshipped",
                     self.db.name,
-                    self._tail_bytes(),
+                    self._pending_bytes(),
                 )
                 self.status.checkpoints_deferred += 1
                 self._catch_up_observe()
@@ -288,8 +288,12 @@ class DatabaseReplicator:
 
     def _tail_bytes(self) -> int:
         """Committed WAL bytes not yet shipped, observed now (what a writer freeze would copy)."""
+        self._require_tracker().observe(self.clock())
+        return self._pending_bytes()
+
+    def _pending_bytes(self) -> int:
+        """WAL bytes of the commits already observed and not yet shipped."""
         tracker = self._require_tracker()
-        tracker.observe(self.clock())
         frame = tracker.page_size + wal.FRAME_HEADER_SIZE
         return frame * sum(len(c.frames) for c in tracker.pending)
 

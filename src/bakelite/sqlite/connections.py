@@ -233,15 +233,14 @@ class LiveDatabase:
         self,
         copy_tail: Callable[[], int],
         tail_bytes: Callable[[], int],
-        max_tail: int | None = None,
     ) -> bool | None:
         """Checkpoint without losing unshipped frames; True when the WAL was truncated.
 
         The caller has already shipped everything outside the freeze.  While ``tail_bytes()``
-        (the committed WAL not yet shipped, observed afresh) is above ``max_tail`` (default
-        FREEZE_TAIL_BYTES), up to SETTLE_ROUNDS refreshes ship it through ``copy_tail`` and
-        backfill it, still outside the freeze.  If the app keeps writing faster than that, the
-        checkpoint is put off (None): the freeze must stay short, however far behind we are.
+        (the committed WAL not yet shipped, observed afresh) is above FREEZE_TAIL_BYTES, up to
+        SETTLE_ROUNDS refreshes ship it through ``copy_tail`` and backfill it, still outside the
+        freeze.  If the app keeps writing faster than that, the checkpoint is put off (None):
+        the freeze must stay short, however far behind we are.
         Inside the freeze (I2) the tail is copied, our reader released, a PASSIVE checkpoint
         backfills everything and the reader is re-taken (landing on slot 0 when fully
         backfilled); then TRUNCATE with busy_timeout 0 (I3): it succeeds only if no frame was
@@ -251,9 +250,8 @@ class LiveDatabase:
             raise AssertionError("checkpoint before acquire_initial")
         # Backfill up to our reader's mark, so the freeze only has what follows it to copy.
         self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        limit = FREEZE_TAIL_BYTES if max_tail is None else max_tail
         rounds = 0
-        while tail_bytes() > limit:
+        while tail_bytes() > FREEZE_TAIL_BYTES:
             if rounds == SETTLE_ROUNDS:
                 return None
             rounds += 1

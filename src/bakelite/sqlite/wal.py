@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Final
 
-if TYPE_CHECKING:  # numpy is imported by the first scan that needs it (see scan_frames)
+if TYPE_CHECKING:  # numpy is imported when first needed, or by preload_numpy (see scan_frames)
     import numpy as np
     import numpy.typing as npt
 

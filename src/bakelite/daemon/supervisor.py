@@ -262,8 +262,8 @@ class Supervisor:
             return
         mark = slot.idle_mark
         if mark is not None and file_mark(slot.files) == mark:
-            # Nothing was written since the last task began: a descriptor on the -wal was closed
-            # (ours, when trim() closes a connection, or the app's), which is not a change.
+            # Nothing was written since the last task began: the report is of a write that task
+            # already saw (its own checkpoint's, or one that fired the re-armed watch meanwhile).
             return
         # Stamp commit times now, before debouncing delays the sync.
         urgent = slot.replicator.observe()

@@ -106,6 +106,10 @@ class DatabaseReplicator:
         # slower once its WAL passes wal_autocheckpoint; a refresh while frames are pending moves
         # us to a slot > 0, where the app's checkpoints are cheap again.
         self._slot0_suspect = False
+        # Every commit up to our reader's mark has been shipped, so any commit observed since lies
+        # past the mark.  False from the start of a ship until it finishes (a failure part-way
+        # can leave pending commits behind a newer reader).
+        self._shipped_to_mark = False
         self._last_checkpoint = 0.0
         # The WAL generation and its committed frame bytes at our latest checkpoint.
         self._checkpointed_at: tuple[tuple[int, int] | None, int] = (None, 0)
@@ -223,8 +227,10 @@ class DatabaseReplicator:
             # Commits already stamped are frames beyond our current reader's mark, so the WAL is
             # not fully backfilled and the new reader lands on a slot > 0.
             frames_pending = bool(self._require_tracker().pending)
+            # Step off a reader that may pin slot 0 before shipping, not after, when that is safe.
+            beyond_mark = frames_pending and self._slot0_suspect and self._shipped_to_mark
             try:
-                shipped = live.refresh(self._ship_all)
+                shipped = live.refresh(self._ship_all, beyond_mark=beyond_mark)
                 self._slot0_suspect = not frames_pending
             except GapError as e:
                 logger.warning("%s: %s; taking a new full backup", self.db.name, e)
@@ -487,6 +493,7 @@ class DatabaseReplicator:
     def _ship_all(self) -> int:
         """Observe and ship every pending commit (called inside a read transaction)."""
         tracker = self._require_tracker()
+        self._shipped_to_mark = False
         try:
             tracker.observe(self.clock())
         finally:
@@ -504,6 +511,7 @@ class DatabaseReplicator:
             self._retry_batch = 0
             tracker.shipped(batch)
             total += len(batch)
+        self._shipped_to_mark = True
         self._update_lag()
         return total
 
@@ -600,6 +608,7 @@ class DatabaseReplicator:
     def _new_backup(self) -> None:
         """Take a full snapshot as the base of a new backup (inside our read transaction)."""
         live, tracker = self._require_live(), self._require_tracker()
+        self._shipped_to_mark = False
         gate = self.snapshot_gate
         if gate is not None:
             gate.acquire()
@@ -655,6 +664,8 @@ class DatabaseReplicator:
             )
             self._save_cursor(cursor)
             tracker.reset(plan.position)
+            # The snapshot covers every commit up to the last one it planned, at or past our mark.
+            self._shipped_to_mark = True
             self._retry_batch = 0
             for storage in self.storages:
                 storage.put(layout.current_key(self.db.name), backup.encode() + b"\n")

@@ -1,18 +1,24 @@
-"""Change detection: one inotify descriptor watching every database's directory.
+"""Change detection: one inotify descriptor for every database the daemon serves.
 
-A watch on the ``-wal`` file itself is lost when the WAL is deleted and recreated, so the
-directory is watched and events are filtered by name.  Events fire before COMMIT returns; they
-are only a hint (the WAL is always validated), and ``safety_poll`` covers filesystems that
-deliver none (NFS, some overlays).
+Each ``-wal`` is watched one-shot: the kernel reports its first write and drops the watch, and
+the watcher re-arms it before it reports the change. A write that finds no watch costs the
+writer almost nothing, while a standing watch makes the kernel build an event for every
+``write()`` (a fifth of a single-row writer's throughput, ``bench/inotify_cost.py``). Re-arming
+before reporting means a write that lands in between is either seen by the scan the report
+causes or raises a new event. The directory is watched for names only, since a ``-wal`` that is
+deleted and recreated is a new file needing a new watch. Events are only a hint (the WAL is
+always validated), and ``safety_poll`` covers filesystems that deliver none (NFS, some overlays).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +30,32 @@ try:
 except ImportError:  # non-Linux: the safety poll alone drives replication
     inotify_simple = None
 
+if inotify_simple is not None:
+    _F = inotify_simple.flags
+    # Names only: a create, delete or rename is not an event on the files themselves, so the
+    # kernel does not have to look at this watch on every write to a file in the directory.
+    DIR_MASK = _F.CREATE | _F.DELETE | _F.MOVED_TO
+    WAL_MASK = _F.MODIFY | _F.ONESHOT
+    # A directory whose -wal files cannot be watched one by one (fs.inotify.max_user_watches).
+    DIR_FALLBACK_MASK = DIR_MASK | _F.MODIFY
+    _ARRIVED = _F.CREATE | _F.MOVED_TO
+    _IGNORED = _F.IGNORED
+
 
 class WalWatcher:
     """Calls ``on_change(name)`` when the ``-wal`` of a registered database changes."""
 
     def __init__(self, on_change: Callable[[str], None]) -> None:
         self.on_change = on_change
+        # (directory watch, "<db>-wal") -> database names; path of a -wal -> database names.
         self._names: dict[tuple[int, str], list[str]] = {}
+        self._wal_names: dict[str, list[str]] = {}
         self._dirs: dict[str, int] = {}
+        self._dir_of: dict[int, str] = {}
+        # Armed one-shot watches: watch descriptor -> the -wal it watches.
+        self._armed: dict[int, str] = {}
+        # Directories watched for every write because their -wal files could not be.
+        self._fallback: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -43,22 +67,57 @@ class WalWatcher:
         return self._ino is not None
 
     def add(self, name: str, db_path: Path) -> None:
-        """Watch the directory of ``db_path`` for changes to its ``-wal``."""
+        """Watch the ``-wal`` of ``db_path``, and its directory for the ``-wal`` appearing."""
         if self._ino is None:
             return
-        directory = os.fspath(Path(db_path).resolve().parent)
-        flags = inotify_simple.flags
-        mask = flags.MODIFY | flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE
+        resolved = Path(db_path).resolve()
+        directory = os.fspath(resolved.parent)
+        wal = f"{resolved}-wal"
         with self._lock:
             wd = self._dirs.get(directory)
             if wd is None:
                 try:
-                    wd = self._ino.add_watch(directory, mask)
+                    wd = self._ino.add_watch(directory, DIR_MASK)
                 except OSError as e:
                     logger.warning("cannot watch %s (%s); relying on safety_poll", directory, e)
                     return
                 self._dirs[directory] = wd
-            self._names.setdefault((wd, f"{Path(db_path).name}-wal"), []).append(name)
+                self._dir_of[wd] = directory
+            self._names.setdefault((wd, os.path.basename(wal)), []).append(name)
+            self._wal_names.setdefault(wal, []).append(name)
+            self._arm(wal)
+
+    def _arm(self, wal: str) -> None:
+        """(Re-)arm the one-shot watch on ``wal``; caller holds the lock."""
+        assert self._ino is not None
+        directory = os.path.dirname(wal)
+        if directory in self._fallback:
+            return
+        try:
+            wd = self._ino.add_watch(wal, WAL_MASK)
+        except FileNotFoundError:
+            return  # no -wal yet: the directory watch reports its creation
+        except OSError as e:
+            self._fall_back(directory, e)
+            return
+        self._armed[wd] = wal
+
+    def _fall_back(self, directory: str, why: OSError) -> None:
+        """Watch every write in ``directory``: dearer for writers, but nothing goes unseen."""
+        assert self._ino is not None
+        self._fallback.add(directory)
+        level = logging.WARNING if why.errno == errno.ENOSPC else logging.INFO
+        logger.log(
+            level,
+            "cannot watch the -wal files in %s one by one (%s; raise fs.inotify.max_user_watches);"
+            " watching the whole directory instead",
+            directory,
+            why,
+        )
+        try:
+            self._ino.add_watch(directory, DIR_FALLBACK_MASK)
+        except OSError as e:
+            logger.warning("cannot watch %s (%s); relying on safety_poll", directory, e)
 
     def start(self) -> None:
         """Start the reader thread."""
@@ -75,16 +134,35 @@ class WalWatcher:
             except OSError as e:
                 logger.error("inotify read failed: %s", e)
                 continue
-            seen: set[str] = set()
-            for ev in events:
-                for name in self._names.get((ev.wd, ev.name), ()):
-                    seen.add(name)
-            for name in seen:
+            for name in self.handle(events):
                 self.on_change(name)
             if events:
-                # A busy writer sends an event per write: let a few milliseconds of them gather,
-                # so each database is scanned once per batch rather than once per commit.
+                # A busy writer keeps re-raising its event: let a few milliseconds of writes
+                # gather, so each database is scanned once per batch rather than once per commit.
                 self._stop.wait(COALESCE)
+
+    def handle(self, events: Iterable[Any]) -> list[str]:
+        """Re-arm what fired and return the databases whose ``-wal`` changed."""
+        seen: dict[str, None] = {}
+        rearm: dict[str, None] = {}
+        with self._lock:
+            for ev in events:
+                wal = self._armed.get(ev.wd)
+                if wal is not None:
+                    if ev.mask & _IGNORED:  # the one-shot watch is gone (or its file is)
+                        del self._armed[ev.wd]
+                        continue
+                    rearm[wal] = None
+                    seen.update(dict.fromkeys(self._wal_names.get(wal, ())))
+                    continue
+                names = self._names.get((ev.wd, ev.name), ())
+                if names and ev.mask & _ARRIVED:
+                    rearm[os.path.join(self._dir_of[ev.wd], ev.name)] = None
+                seen.update(dict.fromkeys(names))
+            # Before anyone is told: a write after this raises a new event.
+            for wal in rearm:
+                self._arm(wal)
+        return list(seen)
 
     def stop(self) -> None:
         """Stop the thread and close the descriptor."""

@@ -212,13 +212,25 @@ class LiveDatabase:
         self._begin(self._reader(0))
         self.current = 0
 
-    def refresh(self, copy: Callable[[], T]) -> T:
-        """I1: begin the other reader, run ``copy`` (which ships), then end the old reader."""
+    def refresh(self, copy: Callable[[], T], beyond_mark: bool = False) -> T:
+        """I1: begin the other reader, run ``copy`` (which ships), then end the old reader.
+
+        ``beyond_mark``: the caller has seen commits past the old reader's snapshot, so the new
+        reader cannot land on read-mark slot 0 and alone keeps every frame from being overwritten;
+        the old reader then ends before ``copy``, so it stops pinning slot 0 at once.
+        """
         if self.current is None:
             raise AssertionError("refresh before acquire_initial")
         other = 1 - self.current
         new = self._reader(other)
         self._begin(new)
+        if beyond_mark:
+            # Frames past the old mark cannot be backfilled while the old reader holds it (and
+            # none at all while it sits on slot 0), so the new reader took a slot > 0, and a
+            # WAL restart needs every slot > 0 free: no frame can be overwritten before copy().
+            self._reader(self.current).execute("COMMIT")
+            self.current = other
+            return copy()
         try:
             result = copy()
         except BaseException:

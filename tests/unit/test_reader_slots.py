@@ -1,0 +1,169 @@
+"""Which WAL read-mark slot our reader holds across a refresh, and what it protects.
+
+The app runs in a separate process (POSIX locks of one process never conflict with each other, so
+an in-process app would see none of ours); the slots we hold come from /proc/locks.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from bakelite.config.model import Database, FileBackend
+from bakelite.errors import TransientBackendError
+from bakelite.replication.shipper import DatabaseReplicator
+from bakelite.sqlite import wal
+from bakelite.sqlite.connections import LiveDatabase
+from bakelite.storage.faulty import FaultyStorage
+from bakelite.storage.file import FileStorage
+
+# SQLite's -shm lock bytes start at offset 120: WAL_READ_LOCK(i) is byte 123 + i.
+READ_LOCK_0 = 123
+
+
+def held_slots(db: Path) -> set[int]:
+    """The read-mark slots this process holds a read lock on, for ``db``'s -shm."""
+    st = os.stat(f"{db}-shm")
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    slots: set[int] = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        f = line.split()
+        if "->" in f or len(f) < 8 or f[1] != "POSIX" or f[4] != str(os.getpid()) or f[5] != ident:
+            continue
+        start, end = int(f[6]), (int(f[6]) if f[7] == "EOF" else int(f[7]))
+        slots |= {b - READ_LOCK_0 for b in range(start, end + 1) if READ_LOCK_0 <= b < READ_LOCK_0 + 5}
+    return slots
+
+
+APP = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+con.execute("PRAGMA busy_timeout=0")
+for i in range(int(sys.argv[2])):
+    con.execute("INSERT INTO t(v) VALUES (randomblob(300))")
+if sys.argv[3] != "none":
+    print(con.execute(f"PRAGMA wal_checkpoint({sys.argv[3]})").fetchone())
+"""
+
+
+def app(db: Path, commits: int, checkpoint: str = "none") -> str:
+    """Commit ``commits`` rows from another process, then optionally checkpoint; its output."""
+    p = subprocess.run(
+        [sys.executable, "-c", APP, str(db), str(commits), checkpoint],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return p.stdout
+
+
+def wal_salts(db: Path) -> tuple[int, int]:
+    hdr = wal.parse_wal_header(Path(f"{db}-wal").read_bytes()[: wal.WAL_HEADER_SIZE])
+    assert hdr is not None
+    return hdr.salts
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return path
+
+
+def _live_on_slot_zero(db: Path) -> LiveDatabase:
+    live = LiveDatabase(db, busy_timeout=1.0)
+    with live.freeze():
+        live.acquire_initial()
+    # The WAL is empty, so the first read transaction sits on slot 0.
+    assert held_slots(db) == {0}
+    return live
+
+
+def test_refresh_past_the_mark_leaves_slot_zero_before_copying(db: Path) -> None:
+    live = _live_on_slot_zero(db)
+    try:
+        app(db, 5)  # commits past our mark: the new reader cannot land on slot 0
+        seen: list[set[int]] = []
+        live.refresh(lambda: seen.append(held_slots(db)), beyond_mark=True)
+        assert len(seen[0]) == 1 and 0 not in seen[0], seen
+        # Without the hint both readers are held while copying.
+        app(db, 5)
+        live.refresh(lambda: seen.append(held_slots(db)))
+        assert len(seen[1]) == 2, seen
+    finally:
+        live.close()
+
+
+def test_reader_taken_past_the_mark_alone_stops_the_wal_restarting(db: Path) -> None:
+    live = _live_on_slot_zero(db)
+    try:
+        app(db, 20)
+        salts = wal_salts(db)
+        frames_before = os.path.getsize(f"{db}-wal")
+
+        def copy() -> str:
+            # While "copying", the app backfills all it can, asks for a restart and writes on.
+            out = app(db, 1, "RESTART") + app(db, 50)
+            assert wal_salts(db) == salts, "the WAL restarted while frames were unshipped"
+            assert os.path.getsize(f"{db}-wal") > frames_before
+            return out
+
+        out = live.refresh(copy, beyond_mark=True)
+        assert out.startswith("(1,"), out  # the RESTART checkpoint was refused (busy)
+    finally:
+        live.close()
+
+
+class SlotRecorder(FaultyStorage):
+    """Records the read-mark slots we hold at every change-set write."""
+
+    def __init__(self, inner: FileStorage, plan: str, db: Path) -> None:
+        super().__init__(inner, plan)
+        self.db = db
+        self.slots_at_put: list[set[int]] = []
+
+    def put(self, key: str, data: bytes, *, cold: bool = False) -> None:
+        self._record(key)
+        super().put(key, data, cold=cold)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, cold: bool = False) -> int:
+        self._record(key)
+        return super().put_stream(key, chunks, cold=cold)
+
+    def _record(self, key: str) -> None:
+        if "/L0/" in key:
+            self.slots_at_put.append(held_slots(self.db))
+
+
+def test_ship_failure_part_way_disables_the_early_release(tmp_path: Path, db: Path) -> None:
+    # After a ship fails, commits still pending may lie behind our newer reader's mark: the next
+    # sync must copy before it lets that reader go, or a WAL restart could overwrite them.
+    backups = tmp_path / "backups"
+    storage = SlotRecorder(FileStorage(backups), "put:ok,transient;put_stream:ok,transient", db)
+    rep = DatabaseReplicator(Database(name="app", path=db, backends=(FileBackend(path=backups),)), [storage])
+    rep.start()  # the snapshot (a stream) and CURRENT (a put)
+    try:
+        app(db, 3)
+        assert rep.observe()  # pending while our reader may sit on slot 0: urgent
+        with pytest.raises(TransientBackendError):
+            rep.sync()
+        # The app backfills everything our reader allows, so a reader begun now lands on slot 0.
+        app(db, 0, "PASSIVE")
+        assert rep.sync() == 3
+        assert rep.status.snapshots == 1
+        # Every change-set write happened while a reader on a slot > 0 kept the WAL from restarting.
+        assert len(storage.slots_at_put) == 2
+        for slots in storage.slots_at_put:
+            assert slots - {0}, storage.slots_at_put
+    finally:
+        rep.stop()

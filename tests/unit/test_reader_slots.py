@@ -154,7 +154,8 @@ def test_ship_failure_part_way_disables_the_early_release(tmp_path: Path, db: Pa
     rep.start()  # the snapshot (a stream) and CURRENT (a put)
     try:
         app(db, 3)
-        assert rep.observe()  # pending while our reader may sit on slot 0: urgent
+        assert rep.observe() is False  # it stepped off slot 0 itself: not urgent
+        assert 0 not in held_slots(db)
         with pytest.raises(TransientBackendError):
             rep.sync()
         # The app backfills everything our reader allows, so a reader begun now lands on slot 0.
@@ -165,5 +166,66 @@ def test_ship_failure_part_way_disables_the_early_release(tmp_path: Path, db: Pa
         assert len(storage.slots_at_put) == 2
         for slots in storage.slots_at_put:
             assert slots - {0}, storage.slots_at_put
+    finally:
+        rep.stop()
+
+
+def test_step_forward_leaves_slot_zero_and_still_keeps_every_frame(db: Path) -> None:
+    live = _live_on_slot_zero(db)
+    try:
+        app(db, 20)  # commits past our mark, none shipped
+        salts = wal_salts(db)
+        live.step_forward()
+        slots = held_slots(db)
+        assert len(slots) == 1 and 0 not in slots, slots
+        # The app backfills all it may and asks for a restart: refused, the frames stay.
+        out = app(db, 1, "RESTART") + app(db, 50)
+        assert out.startswith("(1,"), out
+        assert wal_salts(db) == salts
+    finally:
+        live.close()
+
+
+def _replicator(tmp_path: Path, db: Path, plan: str = "") -> tuple[DatabaseReplicator, SlotRecorder]:
+    backups = tmp_path / "backups"
+    storage = SlotRecorder(FileStorage(backups), plan, db)
+    rep = DatabaseReplicator(Database(name="app", path=db, backends=(FileBackend(path=backups),)), [storage])
+    rep.start()
+    return rep, storage
+
+
+def test_the_first_commit_observed_on_slot_zero_moves_the_reader_at_once(tmp_path: Path, db: Path) -> None:
+    rep, storage = _replicator(tmp_path, db)
+    try:
+        assert held_slots(db) == {0}  # after the snapshot of an empty WAL
+        app(db, 3)
+        # The change event's observe steps off slot 0 itself; the sync can wait for debounce.
+        assert rep.observe() is False
+        slots = held_slots(db)
+        assert len(slots) == 1 and 0 not in slots, slots
+        assert rep.sync() == 3
+        assert storage.slots_at_put and all(s - {0} for s in storage.slots_at_put)
+        # Shipped to the mark again: a later commit on a fresh slot-0 reader may step again.
+        assert rep._shipped_to_mark
+    finally:
+        rep.stop()
+
+
+def test_no_step_after_a_failed_ship(tmp_path: Path, db: Path) -> None:
+    # A failed ship leaves pending commits that may lie behind our reader's mark: stepping then
+    # could land the new reader on slot 0 while unshipped frames are backfilled.
+    rep, _ = _replicator(tmp_path, db, "put:ok,transient;put_stream:ok,transient")
+    try:
+        app(db, 3)
+        rep.observe()  # steps off slot 0
+        with pytest.raises(TransientBackendError):
+            rep.sync()
+        rep._slot0_suspect = True  # even if the reader were suspect again
+        before = held_slots(db)
+        app(db, 0, "PASSIVE")
+        app(db, 2)
+        rep.observe()
+        assert held_slots(db) == before
+        assert rep.sync() == 5
     finally:
         rep.stop()

@@ -124,3 +124,54 @@ def test_take_respects_the_size_limit(con: sqlite3.Connection, tmp_path: Path) -
     assert 1 <= len(first) < len(tr.pending)
     tr.shipped(first)
     assert tr.take() == tr.pending
+
+
+def test_a_probe_reads_only_its_frames_and_the_full_scan_carries_on(
+    con: sqlite3.Connection, tmp_path: Path
+) -> None:
+    for _ in range(40):
+        con.execute("INSERT INTO t(v) VALUES (randomblob(100))")  # two frames each
+    probed, whole = _tracker(tmp_path), _tracker(tmp_path)
+    found = probed.observe(1.0, max_frames=15)
+    assert 0 < found < 41
+    assert probed.commit_next <= 15
+    assert probed.observe(2.0) == 41 - found
+    assert whole.observe(2.0) == 41
+    assert [(c.last_frame, c.frames) for c in probed.pending] == [
+        (c.last_frame, c.frames) for c in whole.pending
+    ]
+    assert [c.time for c in probed.pending] == [1.0] * found + [2.0] * (41 - found)
+
+
+PROBE_WITHOUT_NUMPY = """
+import sqlite3, sys, tempfile, os
+from pathlib import Path
+from bakelite.replication.waltracker import WalTracker
+from bakelite.sqlite import wal
+d = tempfile.mkdtemp()
+db = os.path.join(d, "a.db")
+con = sqlite3.connect(db, isolation_level=None)
+con.execute("PRAGMA journal_mode=WAL")
+con.execute("PRAGMA wal_autocheckpoint=0")
+con.execute("CREATE TABLE t(x)")
+for _ in range(200):
+    con.execute("INSERT INTO t VALUES (randomblob(3000))")
+wal._python_scanned = wal._PYTHON_BUDGET_BYTES  # a plain scan would import numpy now
+tr = WalTracker(Path(db + "-wal"), 4096)
+assert tr.observe(1.0, force=False, max_frames=15) > 0
+assert "numpy" not in sys.modules, "the probe imported numpy"
+n = len(tr.pending)
+assert tr.observe(2.0) == 201 - n and "numpy" in sys.modules
+print("ok")
+"""
+
+
+def test_a_probe_never_waits_for_numpy() -> None:
+    # A probe runs while numpy may still be importing in the background: it checks in Python.
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE_WITHOUT_NUMPY], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -137,11 +137,13 @@ class WalTracker:
         return wal.frame_offset(self.commit_next, self.page_size)
 
     # ------------------------------------------------------------------ observing
-    def observe(self, now: float, force: bool = True) -> int:
+    def observe(self, now: float, force: bool = True, max_frames: int | None = None) -> int:
         """Scan frames written since the last commit seen; stamp new commits with ``now``.
 
         Returns how many new commits were found.  With ``force=False`` (change events) a scan of a
         very large in-progress transaction is skipped if one ran in the last 250 ms.
+        ``max_frames``: look at no more than this many frames (a quick probe; checked in Python
+        while numpy is still being imported, so the probe never waits for that).
         """
         try:
             f = open(self.wal_path, "rb")  # noqa: SIM115 - closed by the with below
@@ -172,11 +174,22 @@ class WalTracker:
             if not force and in_progress > _RESCAN_THROTTLE_BYTES and now - self._last_scan < 0.25:
                 return 0  # a huge transaction in progress: rescanning it on every event is quadratic
             self._last_scan = now
-            return self._scan_from(f, hdr, self.commit_next, self.commit_ck, now)
+            return self._scan_from(f, hdr, self.commit_next, self.commit_ck, now, max_frames)
 
-    def _scan_from(self, f: Any, hdr: wal.WalHeader, start: int, s: tuple[int, int], now: float) -> int:
+    def _scan_from(
+        self,
+        f: Any,
+        hdr: wal.WalHeader,
+        start: int,
+        s: tuple[int, int],
+        now: float,
+        max_frames: int | None = None,
+    ) -> int:
         fsz = hdr.frame_size
-        chunk_frames = _FIRST_CHUNK_FRAMES
+        chunk_frames = _FIRST_CHUNK_FRAMES if max_frames is None else max_frames
+        verify = self.verify
+        if max_frames is not None and verify == "auto" and not wal.numpy_ready():
+            verify = "python"
         found = 0
         txn_pgnos: list[int] = []  # frames of the transaction in progress, across chunks
         while True:
@@ -185,7 +198,7 @@ class WalTracker:
             nframes = len(buf) // fsz
             if nframes == 0:
                 break
-            res = wal.scan_frames(buf, hdr, start, s, verify=self.verify)
+            res = wal.scan_frames(buf, hdr, start, s, verify=verify)
             nvalid = res.valid_frames - start
             pgnos = res.pgnos
             consumed = 0
@@ -201,8 +214,8 @@ class WalTracker:
                 self.commit_next, self.commit_ck = c.last_frame + 1, end_ck
                 found += 1
             txn_pgnos += pgnos[consumed:]
-            if nvalid < nframes or nframes < chunk_frames:
-                break  # reached the live end (or a stale tail) of this generation
+            if nvalid < nframes or nframes < chunk_frames or max_frames is not None:
+                break  # reached the live end (or a stale tail) of this generation, or the limit
             start, s = res.valid_frames, res.checksum_at_end
             chunk_frames = min(chunk_frames * 2, max(1, _MAX_CHUNK_BYTES // fsz))
         return found

@@ -241,6 +241,21 @@ class LiveDatabase:
         self.current = other
         return result
 
+    def step_forward(self) -> None:
+        """Begin the other reader and end the current one, copying nothing.
+
+        Only for a caller that has seen commits past the current reader's snapshot (as with
+        ``refresh(beyond_mark=True)``): the new reader then holds a slot above 0, which alone keeps
+        every frame of the WAL, shipped or not, from being overwritten.  It lets the app's
+        checkpoints stop tripping over a reader on slot 0 at once, before anything is shipped.
+        """
+        if self.current is None:
+            raise AssertionError("step_forward before acquire_initial")
+        other = 1 - self.current
+        self._begin(self._reader(other))
+        self._reader(self.current).execute("COMMIT")
+        self.current = other
+
     def checkpoint(
         self,
         copy_tail: Callable[[], int],

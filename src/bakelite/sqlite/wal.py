@@ -316,6 +316,11 @@ def scan_frames(
     raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
 
 
+def numpy_ready() -> bool:
+    """Whether numpy is imported (a scan would not wait for the import)."""
+    return _numpy_loaded
+
+
 def preload_numpy() -> None:
     """Import numpy now (in a background thread), so no scan pays for the import later.
 

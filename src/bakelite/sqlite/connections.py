@@ -221,16 +221,15 @@ class LiveDatabase:
         """
         if self.current is None:
             raise AssertionError("refresh before acquire_initial")
-        other = 1 - self.current
-        new = self._reader(other)
-        self._begin(new)
         if beyond_mark:
             # Frames past the old mark cannot be backfilled while the old reader holds it (and
             # none at all while it sits on slot 0), so the new reader took a slot > 0, and a
             # WAL restart needs every slot > 0 free: no frame can be overwritten before copy().
-            self._reader(self.current).execute("COMMIT")
-            self.current = other
+            self.step_forward()
             return copy()
+        other = 1 - self.current
+        new = self._reader(other)
+        self._begin(new)
         try:
             result = copy()
         except BaseException:

@@ -17,6 +17,8 @@ import pytest
 
 from bakelite.config.model import Database, FileBackend
 from bakelite.errors import TransientBackendError
+from bakelite.ops.restore import restore_to_path
+from bakelite.replication import shipper
 from bakelite.replication.shipper import DatabaseReplicator
 from bakelite.sqlite import wal
 from bakelite.sqlite.connections import LiveDatabase
@@ -46,16 +48,16 @@ import sqlite3, sys
 con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
 con.execute("PRAGMA busy_timeout=0")
 for i in range(int(sys.argv[2])):
-    con.execute("INSERT INTO t(v) VALUES (randomblob(300))")
+    con.execute(f"INSERT INTO t(v) VALUES (randomblob({sys.argv[4]}))")
 if sys.argv[3] != "none":
     print(con.execute(f"PRAGMA wal_checkpoint({sys.argv[3]})").fetchone())
 """
 
 
-def app(db: Path, commits: int, checkpoint: str = "none") -> str:
+def app(db: Path, commits: int, checkpoint: str = "none", row_bytes: int = 300) -> str:
     """Commit ``commits`` rows from another process, then optionally checkpoint; its output."""
     p = subprocess.run(
-        [sys.executable, "-c", APP, str(db), str(commits), checkpoint],
+        [sys.executable, "-c", APP, str(db), str(commits), checkpoint, str(row_bytes)],
         capture_output=True,
         text=True,
         check=True,
@@ -227,5 +229,95 @@ def test_no_step_after_a_failed_ship(tmp_path: Path, db: Path) -> None:
         rep.observe()
         assert held_slots(db) == before
         assert rep.sync() == 5
+    finally:
+        rep.stop()
+
+
+def test_step_forward_is_refused_while_refresh_holds_both_readers(db: Path) -> None:
+    live = _live_on_slot_zero(db)
+    try:
+        assert live.can_step
+        app(db, 2)
+        states: list[bool] = []
+
+        def copy() -> None:
+            states.append(live.can_step)
+            with pytest.raises(AssertionError):
+                live.step_forward()
+
+        live.refresh(copy)
+        assert states == [False]
+        assert live.can_step  # and again once the old reader is gone
+    finally:
+        live.close()
+
+
+def wal_frames(db: Path) -> int:
+    """Frames in ``db``'s WAL file (a WAL that has not restarted: all of them are live)."""
+    return (os.path.getsize(f"{db}-wal") - wal.WAL_HEADER_SIZE) // (4096 + wal.FRAME_HEADER_SIZE)
+
+
+class GrowingStorage(FileStorage):
+    """While the next change-set streams: the app commits more, then checkpoints all it may."""
+
+    def __init__(self, root: Path, db: Path) -> None:
+        super().__init__(root)
+        self.db = db
+        self.armed = False
+        self.passive = ""
+        self.restart = ""
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *, cold: bool = False) -> int:
+        if not self.armed or "/L0/" not in key:
+            return super().put_stream(key, chunks, cold=cold)
+        self.armed = False
+
+        def growing() -> Iterable[bytes]:
+            for i, chunk in enumerate(chunks):
+                if i == 0:
+                    app(self.db, 50, row_bytes=20_000)  # the WAL grows past our reader's snapshot
+                yield chunk
+            # The whole change-set has been read: how far may the app backfill, may it restart?
+            self.passive = app(self.db, 0, "PASSIVE")
+            self.restart = app(self.db, 1, "RESTART")
+
+        return super().put_stream(key, growing(), cold=cold)
+
+
+def test_a_long_ship_moves_the_reader_on_as_the_wal_grows(
+    tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader left where a long ship began keeps the app's checkpoints from backfilling anything
+    # newer until the ship ends, and then the app backfills it all in one commit.
+    monkeypatch.setattr(shipper, "STEP_BYTES", 256 * 1024)
+    backups = tmp_path / "backups"
+    storage = GrowingStorage(backups, db)
+    rep = DatabaseReplicator(Database(name="app", path=db, backends=(FileBackend(path=backups),)), [storage])
+    rep.start()
+    try:
+        app(db, 3)
+        rep.observe()
+        assert rep.sync() == 3
+        app(db, 200, row_bytes=20_000)  # about 1,200 frames to ship in one change-set
+        rep.observe()  # the change event: commits past our reader's snapshot are known
+        at_start = wal_frames(db)
+        salts = wal_salts(db)
+        storage.armed = True
+        assert rep.sync() == 200  # the 50 commits written meanwhile wait for the next sync
+        busy, _, backfilled = (int(x) for x in storage.passive.strip("()\n").split(","))
+        assert busy == 0 and backfilled > at_start, (storage.passive, at_start)
+        # Moving on never exposed a frame: the restart was refused and the WAL is the same one.
+        assert storage.restart.startswith("(1,"), storage.restart
+        assert wal_salts(db) == salts
+        assert rep.sync() == 51
+        assert rep.cursor is not None
+        out = tmp_path / "restored.db"
+        result = restore_to_path(FileStorage(backups), "app", rep.cursor.backup, None, out)
+        assert result.seq == 3 + 200 + 51
+        con = sqlite3.connect(out)
+        try:
+            assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 254
+        finally:
+            con.close()
     finally:
         rep.stop()

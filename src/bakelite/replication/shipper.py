@@ -53,6 +53,9 @@ TRUNCATE_RETRY = 5.0
 # Frames a change event's first look reads for a commit while our reader may sit on read-mark 0
 # (60 KiB of 4 KiB pages: checked in Python, about a millisecond).
 PROBE_FRAMES = 15
+# WAL grown past our reader's snapshot before a long ship moves the reader between batches: the
+# app's own checkpoint works in spans of 1,000 pages (4 MiB at 4 KiB pages).
+STEP_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -113,6 +116,10 @@ class DatabaseReplicator:
         # past the mark.  False from the start of a ship until it finishes (a failure part-way
         # can leave pending commits behind a newer reader).
         self._shipped_to_mark = False
+        # (LiveDatabase.epoch, WAL generation, commit_next) from a full scan made after the reader
+        # of that epoch began: its snapshot ends at or before that frame, so any commit seen past
+        # it proves frames our reader keeps the app's checkpoints from backfilling.
+        self._mark_bound: tuple[int, tuple[int, int], int] | None = None
         self._last_checkpoint = 0.0
         # The WAL generation and its committed frame bytes at our latest checkpoint.
         self._checkpointed_at: tuple[tuple[int, int] | None, int] = (None, 0)
@@ -243,7 +250,9 @@ class DatabaseReplicator:
             # not fully backfilled and the new reader lands on a slot > 0.
             frames_pending = bool(self._require_tracker().pending)
             # Step off a reader that may pin slot 0 before shipping, not after, when that is safe.
-            beyond_mark = frames_pending and self._slot0_suspect and self._shipped_to_mark
+            beyond_mark = self._past_mark() or (
+                frames_pending and self._slot0_suspect and self._shipped_to_mark
+            )
             try:
                 shipped = live.refresh(self._ship_all, beyond_mark=beyond_mark)
                 self._slot0_suspect = not frames_pending
@@ -278,7 +287,7 @@ class DatabaseReplicator:
                 return False
             self._last_checkpoint = t0 = time.monotonic()
             self._checkpointed_at = (tracker.gen, tracker.frames_used())
-            truncated = live.checkpoint(self._ship_all, self._tail_bytes)
+            truncated = live.checkpoint(self._ship_all, self._tail_bytes, self._past_mark)
             if truncated is None:
                 # The app writes faster than the tail settles: the next sync past max_wal_size
                 # tries again, never with a long freeze.
@@ -506,29 +515,84 @@ class DatabaseReplicator:
         return "the WAL was reset while the daemon was down and continuity cannot be proven"
 
     def _ship_all(self) -> int:
-        """Observe and ship every pending commit (called inside a read transaction)."""
+        """Observe and ship every pending commit (called inside a read transaction).
+
+        Commits found while shipping (to step the reader forward) are left for the next sync,
+        so a writer that never pauses cannot keep one sync going forever.
+        """
         tracker = self._require_tracker()
         self._shipped_to_mark = False
         try:
-            tracker.observe(self.clock())
+            self._observe_bounding()
         finally:
             self._update_lag()
+        todo = len(tracker.pending)
         total = 0
-        while tracker.pending:
+        while total < todo:
             # After a failed upload, retry exactly the same commits, so the retry lands on the
             # same key and overwrites whatever the failed attempt left there.
             if self._retry_batch:
                 batch = tracker.pending[: self._retry_batch]
             else:
-                batch = tracker.take(MAX_CHANGESET_BYTES)
+                batch = tracker.take(MAX_CHANGESET_BYTES)[: todo - total]
             self._retry_batch = len(batch)
             self._ship(batch)
             self._retry_batch = 0
             tracker.shipped(batch)
             total += len(batch)
-        self._shipped_to_mark = True
+        self._shipped_to_mark = self._shipped_through_bound()
         self._update_lag()
         return total
+
+    def _observe_bounding(self) -> None:
+        """A full scan of the WAL; its end bounds the snapshot of the newest reader (begun before)."""
+        live, tracker = self._require_live(), self._require_tracker()
+        epoch = live.epoch
+        tracker.observe(self.clock())
+        gen = tracker.gen
+        self._mark_bound = None if gen is None else (epoch, gen, tracker.commit_next)
+
+    def _past_mark(self) -> bool:
+        """Whether a commit is known past our reader's snapshot (so the WAL is not all backfilled)."""
+        bound, live, tracker = self._mark_bound, self.live, self.tracker
+        if bound is None or live is None or tracker is None or bound[0] != live.epoch:
+            return False
+        return tracker.gen == bound[1] and tracker.commit_next > bound[2]
+
+    def _shipped_through_bound(self) -> bool:
+        """Whether every commit up to our reader's snapshot is shipped (any left lies past it)."""
+        tracker = self._require_tracker()
+        if not tracker.pending:
+            return True
+        bound, live = self._mark_bound, self._require_live()
+        if bound is None or bound[0] != live.epoch or tracker.gen != bound[1]:
+            return False
+        return tracker.pending[0].last_frame >= bound[2]
+
+    def _step_if_behind(self) -> None:
+        """During a long ship: move our reader to the WAL's end when the WAL has grown STEP_BYTES.
+
+        A reader left where the ship began lets the app's checkpoints backfill nothing newer, and
+        then, once it moves, hundreds of MiB in one of the app's commits (0.4-0.6 s seen).  Moving
+        it every few MiB shipped keeps each backfill near the app's own 1,000-page span.  Safe
+        because a commit seen past the mark means the new reader lands on a slot > 0, which alone
+        keeps every frame (see step_forward); not while refresh() holds both readers.
+        """
+        live, tracker = self._require_live(), self._require_tracker()
+        if not live.can_step:
+            return
+        tracker.observe(self.clock())
+        bound = self._mark_bound
+        if not self._past_mark() or bound is None:
+            return
+        grown = wal.frame_offset(tracker.commit_next, tracker.page_size) - wal.frame_offset(
+            bound[2], tracker.page_size
+        )
+        if grown < STEP_BYTES:
+            return
+        live.step_forward()
+        self._observe_bounding()
+        logger.debug("%s: reader moved on while shipping (WAL grew %d bytes)", self.db.name, grown)
 
     def _ship(self, commits: list[PendingCommit]) -> None:
         cursor = self._require_cursor()
@@ -580,8 +644,18 @@ class DatabaseReplicator:
             position=None if position is None else position.to_dict(),
         )
         key = layout.changeset_key(self.db.name, cursor.backup, 0, first, last)
-        footer, size = self._put(key, header, lambda: changeset_frames(records, ps))
+        footer, size = self._put(key, header, lambda: changeset_frames(self._stepping(records, ps), ps))
         return footer, size, key, position
+
+    def _stepping(self, records: list[CommitRecord], page_size: int) -> Iterator[CommitRecord]:
+        """``records`` in order, offering to move our reader on after every STEP_BYTES of pages."""
+        since = 0
+        for record in records:
+            if since >= STEP_BYTES:
+                since = 0
+                self._step_if_behind()
+            yield record
+            since += len(record.pages) * page_size
 
     def _put(
         self,
@@ -681,6 +755,7 @@ class DatabaseReplicator:
             tracker.reset(plan.position)
             # The snapshot covers every commit up to the last one it planned, at or past our mark.
             self._shipped_to_mark = True
+            self._mark_bound = None
             self._retry_batch = 0
             for storage in self.storages:
                 storage.put(layout.current_key(self.db.name), backup.encode() + b"\n")

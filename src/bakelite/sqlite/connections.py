@@ -77,6 +77,11 @@ class LiveDatabase:
         self._w: sqlite3.Connection | None = None
         self._c: sqlite3.Connection | None = None
         self.current: int | None = None  # index of the reader holding our read transaction
+        # Read transactions begun so far: a WAL end observed after epoch ``e`` began bounds the
+        # snapshot of the reader begun at ``e`` (and of any begun before it).
+        self.epoch = 0
+        # True while refresh() runs its copy with both readers held (no step_forward then).
+        self._pair = False
         try:
             header = self.read_header()
             st = os.fstat(self.dbfd)
@@ -177,11 +182,21 @@ class LiveDatabase:
         return Path(f"{self.path}-wal")
 
     # ------------------------------------------------------------------ read transactions
-    @staticmethod
-    def _begin(reader: sqlite3.Connection) -> None:
+    def _begin(self, reader: sqlite3.Connection) -> None:
         reader.execute("BEGIN")
-        # The read transaction (and its WAL read lock) starts only when a statement is stepped.
-        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        try:
+            # The read transaction (and its WAL read lock) starts only when a statement is stepped.
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            # Not left inside BEGIN: the next begin on this reader would fail for good.
+            reader.execute("ROLLBACK")
+            raise
+        self.epoch += 1
+
+    @property
+    def can_step(self) -> bool:
+        """Whether step_forward may run now (a read transaction is held, and only one)."""
+        return self.current is not None and not self._pair
 
     @contextlib.contextmanager
     def freeze(self) -> Iterator[None]:
@@ -230,12 +245,15 @@ class LiveDatabase:
         other = 1 - self.current
         new = self._reader(other)
         self._begin(new)
+        self._pair = True
         try:
             result = copy()
         except BaseException:
             # Keep the old reader (it protects frames not yet shipped); drop the new one.
             new.execute("COMMIT")
             raise
+        finally:
+            self._pair = False
         self._reader(self.current).execute("COMMIT")
         self.current = other
         return result
@@ -246,10 +264,13 @@ class LiveDatabase:
         Only for a caller that has seen commits past the current reader's snapshot (as with
         ``refresh(beyond_mark=True)``): the new reader then holds a slot above 0, which alone keeps
         every frame of the WAL, shipped or not, from being overwritten.  It lets the app's
-        checkpoints stop tripping over a reader on slot 0 at once, before anything is shipped.
+        checkpoints stop tripping over a reader on slot 0 at once, before anything is shipped,
+        and lets them backfill as a long ship goes on instead of all at once when it ends.
         """
         if self.current is None:
             raise AssertionError("step_forward before acquire_initial")
+        if self._pair:
+            raise AssertionError("step_forward while refresh holds both readers")
         other = 1 - self.current
         self._begin(self._reader(other))
         self._reader(self.current).execute("COMMIT")
@@ -259,14 +280,16 @@ class LiveDatabase:
         self,
         copy_tail: Callable[[], int],
         tail_bytes: Callable[[], int],
+        past_mark: Callable[[], bool] = lambda: False,
     ) -> bool | None:
         """Checkpoint without losing unshipped frames; True when the WAL was truncated.
 
         The caller has already shipped everything outside the freeze.  While ``tail_bytes()``
         (the committed WAL not yet shipped, observed afresh) is above FREEZE_TAIL_BYTES, up to
         SETTLE_ROUNDS refreshes ship it through ``copy_tail`` and backfill it, still outside the
-        freeze.  If the app keeps writing faster than that, the checkpoint is put off (None):
-        the freeze must stay short, however far behind we are.
+        freeze (each one stepping the reader first when ``past_mark()`` proves commits past its
+        snapshot, as ``refresh(beyond_mark=True)``).  If the app keeps writing faster than that,
+        the checkpoint is put off (None): the freeze must stay short, however far behind we are.
         Inside the freeze (I2) the tail is copied, our reader released, a PASSIVE checkpoint
         backfills everything and the reader is re-taken (landing on slot 0 when fully
         backfilled); then TRUNCATE with busy_timeout 0 (I3): it succeeds only if no frame was
@@ -281,7 +304,7 @@ class LiveDatabase:
             if rounds == SETTLE_ROUNDS:
                 return None
             rounds += 1
-            self.refresh(copy_tail)
+            self.refresh(copy_tail, beyond_mark=past_mark())
             self.C.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         with self.freeze():
             copy_tail()

@@ -53,8 +53,8 @@ TRUNCATE_RETRY = 5.0
 # Frames a change event's first look reads for a commit while our reader may sit on read-mark 0
 # (60 KiB of 4 KiB pages: checked in Python, about a millisecond).
 PROBE_FRAMES = 15
-# WAL grown past our reader's snapshot before a long ship moves the reader between batches: the
-# app's own checkpoint works in spans of 1,000 pages (4 MiB at 4 KiB pages).
+# WAL grown past our reader's snapshot before a long ship moves the reader on (looked at after
+# every this many bytes of pages shipped): the app's own checkpoint works in spans of 1,000 pages.
 STEP_BYTES = 4 * 1024 * 1024
 
 
@@ -552,22 +552,24 @@ class DatabaseReplicator:
         gen = tracker.gen
         self._mark_bound = None if gen is None else (epoch, gen, tracker.commit_next)
 
+    def _bound(self) -> int | None:
+        """The frame our current reader's snapshot ends at or before, if known for this WAL."""
+        bound, live, tracker = self._mark_bound, self.live, self.tracker
+        if bound is None or live is None or tracker is None:
+            return None
+        epoch, gen, frame = bound
+        return frame if epoch == live.epoch and gen == tracker.gen else None
+
     def _past_mark(self) -> bool:
         """Whether a commit is known past our reader's snapshot (so the WAL is not all backfilled)."""
-        bound, live, tracker = self._mark_bound, self.live, self.tracker
-        if bound is None or live is None or tracker is None or bound[0] != live.epoch:
-            return False
-        return tracker.gen == bound[1] and tracker.commit_next > bound[2]
+        bound = self._bound()
+        return bound is not None and self._require_tracker().commit_next > bound
 
     def _shipped_through_bound(self) -> bool:
         """Whether every commit up to our reader's snapshot is shipped (any left lies past it)."""
-        tracker = self._require_tracker()
-        if not tracker.pending:
-            return True
-        bound, live = self._mark_bound, self._require_live()
-        if bound is None or bound[0] != live.epoch or tracker.gen != bound[1]:
-            return False
-        return tracker.pending[0].last_frame >= bound[2]
+        pending = self._require_tracker().pending
+        bound = self._bound()
+        return not pending or (bound is not None and pending[0].last_frame >= bound)
 
     def _step_if_behind(self) -> None:
         """During a long ship: move our reader to the WAL's end when the WAL has grown STEP_BYTES.
@@ -582,11 +584,11 @@ class DatabaseReplicator:
         if not live.can_step:
             return
         tracker.observe(self.clock())
-        bound = self._mark_bound
-        if not self._past_mark() or bound is None:
+        bound = self._bound()
+        if bound is None:
             return
         grown = wal.frame_offset(tracker.commit_next, tracker.page_size) - wal.frame_offset(
-            bound[2], tracker.page_size
+            bound, tracker.page_size
         )
         if grown < STEP_BYTES:
             return

@@ -222,7 +222,7 @@ def test_no_step_after_a_failed_ship(tmp_path: Path, db: Path) -> None:
         rep.observe()  # steps off slot 0
         with pytest.raises(TransientBackendError):
             rep.sync()
-        rep._slot0_suspect = True  # even if the reader were suspect again
+        rep.live._maybe_slot0 = [True, True]  # even if the reader were suspect again
         before = held_slots(db)
         app(db, 0, "PASSIVE")
         app(db, 2)
@@ -319,5 +319,69 @@ def test_a_long_ship_moves_the_reader_on_as_the_wal_grows(
             assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 254
         finally:
             con.close()
+    finally:
+        rep.stop()
+
+
+CHURN = """
+import random, sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+con.execute("PRAGMA busy_timeout=0")
+con.execute("PRAGMA wal_autocheckpoint=0")
+rng = random.Random(int(sys.argv[2]))
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    try:
+        if rng.random() < 0.3:
+            con.execute(f"PRAGMA wal_checkpoint({rng.choice(['PASSIVE', 'RESTART', 'TRUNCATE'])})")
+        else:
+            con.execute("INSERT INTO t(v) VALUES (randomblob(300))")
+    except sqlite3.OperationalError:
+        pass
+    time.sleep(rng.random() / 1000)
+"""
+
+
+def test_a_reader_proven_off_slot_zero_never_holds_it(db: Path) -> None:
+    # The proof reads the WAL-index header on both sides of BEGIN; against an app that writes,
+    # backfills and restarts the WAL at random, it must never claim a slot-0 reader is off it.
+    live = _live_on_slot_zero(db)
+    churn = subprocess.Popen([sys.executable, "-c", CHURN, str(db), "7", "3"])
+    outcomes = {True: 0, False: 0}
+    try:
+        while churn.poll() is None:
+            live.step_forward()
+            slots = held_slots(db)
+            assert len(slots) == 1, slots
+            if not live.maybe_slot0:
+                assert 0 not in slots
+            outcomes[live.maybe_slot0] += 1
+        assert churn.returncode == 0
+        # Both cases came up (otherwise the test proved nothing).
+        assert outcomes[True] and outcomes[False], outcomes
+    finally:
+        churn.kill()
+        live.close()
+
+
+def test_a_step_taken_before_the_commit_is_published_is_followed_by_a_sync(
+    tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The -wal file can hold a commit before SQLite publishes it in -shm (the app syncs the WAL
+    # in between); a reader begun then may land on slot 0 again.  Not proven off it, the
+    # replicator asks for a sync at once instead of waiting for the debounce.
+    rep, _ = _replicator(tmp_path, db)
+    try:
+        assert rep.live is not None and rep.live.maybe_slot0
+        app(db, 3)
+        monkeypatch.setattr(LiveDatabase, "_wal_index", lambda self: None)  # as if unpublished
+        assert rep.observe() is True
+        monkeypatch.undo()
+        assert rep.sync() == 3
+        slots = held_slots(db)
+        assert len(slots) == 1 and 0 not in slots, slots
+        assert not rep.live.maybe_slot0
+        app(db, 2)
+        assert rep.observe() is False  # proven off slot 0: the debounce decides again
     finally:
         rep.stop()

@@ -4,8 +4,8 @@ An idle database holds at most ``FDS_PER_DATABASE`` descriptors: the reader that
 transaction (the database file and its ``-wal``: 2), the database-file descriptors SQLite keeps for
 the other reader, the freeze connection and (once a checkpoint ran) the checkpoint connection after
 they are closed (it may not close them while our reader holds a lock, and reuses them when they
-reopen: 2-3), the shared ``-shm`` (1), our own descriptor on the database file (1) and the
-``.bakelite/<name>.lock`` (1): 7, or 8 after its first checkpoint.  A database being synced or
+reopen: 2-3), the shared ``-shm`` (1), our own descriptors on the database file and on ``-shm``
+(2) and the ``.bakelite/<name>.lock`` (1): 8, or 9 after its first checkpoint.  A database being synced or
 checkpointed opens up to three more (the other connections' ``-wal``) plus the files of an upload:
 ``FDS_PER_WORKER`` per running task.
 """
@@ -20,7 +20,7 @@ from bakelite.errors import BakeliteError
 
 logger = logging.getLogger(__name__)
 
-FDS_PER_DATABASE = 8
+FDS_PER_DATABASE = 9
 FDS_PER_WORKER = 8
 # inotify, logging, the metrics server, backend connection pools, mirrors, status writes.
 FDS_BASE = 256

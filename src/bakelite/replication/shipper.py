@@ -106,12 +106,6 @@ class DatabaseReplicator:
         self.status = ReplicatorStatus()
         self._missed_observe = False
         self._retry_batch = 0
-        # Whether our read transaction may sit on read-mark slot 0 (taken when the WAL was empty or
-        # fully backfilled).  Such a reader makes every autocheckpoint of the app rebuild a frame
-        # iterator over the whole WAL and then give up, so the app's commits get several times
-        # slower once its WAL passes wal_autocheckpoint; a refresh while frames are pending moves
-        # us to a slot > 0, where the app's checkpoints are cheap again.
-        self._slot0_suspect = False
         # Every commit up to our reader's mark has been shipped, so any commit observed since lies
         # past the mark.  False from the start of a ship until it finishes (a failure part-way
         # can leave pending commits behind a newer reader).
@@ -123,6 +117,16 @@ class DatabaseReplicator:
         self._last_checkpoint = 0.0
         # The WAL generation and its committed frame bytes at our latest checkpoint.
         self._checkpointed_at: tuple[tuple[int, int] | None, int] = (None, 0)
+
+    @property
+    def _slot0_suspect(self) -> bool:
+        """Whether our reader may sit on read-mark slot 0 (see LiveDatabase.maybe_slot0).
+
+        Such a reader makes every autocheckpoint of the app rebuild a frame iterator over the whole
+        WAL and then give up, so the app's commits get several times slower once its WAL passes
+        wal_autocheckpoint; a new reader begun once commits are pending takes a slot > 0.
+        """
+        return self.live is not None and self.live.maybe_slot0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -157,7 +161,6 @@ class DatabaseReplicator:
                 raise
             self.status.state = "replicating"
             self.status.backup = self.cursor.backup if self.cursor else None
-            self._slot0_suspect = True
 
     def stop(self) -> None:
         """Ship everything committed (inside a writer freeze), save the cursor, close."""
@@ -205,8 +208,11 @@ class DatabaseReplicator:
                         self.tracker.observe(self.clock(), force=False, max_frames=PROBE_FRAMES)
                     if self.tracker.pending:
                         self.live.step_forward()
-                        logger.debug("%s: reader stepped off read-mark 0", self.db.name)
-                        self._slot0_suspect = False
+                        logger.debug(
+                            "%s: reader stepped off read-mark 0%s",
+                            self.db.name,
+                            " (not yet proven: the commit was not published)" if self._slot0_suspect else "",
+                        )
                         self._shipped_to_mark = False  # the pending commits now lie behind the mark
                 with contextlib.suppress(GapError):
                     self.tracker.observe(self.clock(), force=False)
@@ -246,8 +252,7 @@ class DatabaseReplicator:
     def _sync(self) -> int:
         with self.lock:
             live = self._require_live()
-            # Commits already stamped are frames beyond our current reader's mark, so the WAL is
-            # not fully backfilled and the new reader lands on a slot > 0.
+            # Commits already stamped lie beyond our current reader's mark.
             frames_pending = bool(self._require_tracker().pending)
             # Step off a reader that may pin slot 0 before shipping, not after, when that is safe.
             beyond_mark = self._past_mark() or (
@@ -255,11 +260,9 @@ class DatabaseReplicator:
             )
             try:
                 shipped = live.refresh(self._ship_all, beyond_mark=beyond_mark)
-                self._slot0_suspect = not frames_pending
             except GapError as e:
                 logger.warning("%s: %s; taking a new full backup", self.db.name, e)
                 self._new_backup()
-                self._slot0_suspect = True
                 shipped = 0
             self._ok()
             self._catch_up_observe()
@@ -307,7 +310,6 @@ class DatabaseReplicator:
                 truncated,
             )
             # The checkpoint re-takes our reader on slot 0 when it backfilled everything.
-            self._slot0_suspect = True
             self.status.checkpoints += 1
             if truncated:
                 self.status.truncates += 1
@@ -344,7 +346,6 @@ class DatabaseReplicator:
             live = self._require_live()
             live.refresh(self._ship_all)
             self._new_backup()
-            self._slot0_suspect = True
             self._ok()
 
     def record_failure(self, error: BaseException) -> None:

@@ -2,15 +2,17 @@
 
 Per database: two read-only readers (one holds a read transaction at every moment), one read-write
 connection used only for ``BEGIN IMMEDIATE … ROLLBACK`` (the writer freeze, never a write), one
-read-write connection used only for checkpoints, and one descriptor on the database file opened
-first and closed last.  The invariants (design.md §2) are enforced here:
+read-write connection used only for checkpoints, one descriptor on the database file opened
+first and closed last, and one on ``-shm`` to read its WAL-index header (sqlite/walindex.py).
+The invariants (design.md §2) are enforced here:
 
 I1  one of our read transactions is open at every moment: a refresh begins the other reader,
     lets the caller copy, then ends the old one;
 I2  all readers are released only inside a writer freeze, after every committed frame is copied;
 I3  TRUNCATE only while our reader holds read-mark slot 0, with busy_timeout 0;
 I4  the database file and ``-shm`` are never opened and closed by path once connections exist
-    (closing any descriptor drops every POSIX lock of the process);
+    (closing any descriptor drops every POSIX lock of the process): our ``-shm`` descriptor is
+    closed only once SQLite has unlinked the file;
 I5  the first read transaction after start is taken inside a writer freeze.
 
 Only the reader holding the read transaction is needed between operations: the other reader, the
@@ -37,6 +39,13 @@ from typing import TypeVar
 from bakelite.errors import DatabaseError, NotWalModeError
 from bakelite.sqlite.dbfile import shared_fd
 from bakelite.sqlite.dbheader import DbHeader, parse_db_header
+from bakelite.sqlite.walindex import (
+    WalIndexState,
+    open_shm,
+    read_wal_index,
+    release_shm,
+    surely_off_slot0,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +91,10 @@ class LiveDatabase:
         self.epoch = 0
         # True while refresh() runs its copy with both readers held (no step_forward then).
         self._pair = False
+        # Per reader: whether its read transaction may sit on read-mark slot 0 (see maybe_slot0).
+        self._maybe_slot0 = [True, True]
+        # Our own descriptor on -shm, to read the WAL-index header (opened at the first begin).
+        self._shm_fd: int | None = None
         try:
             header = self.read_header()
             st = os.fstat(self.dbfd)
@@ -182,7 +195,13 @@ class LiveDatabase:
         return Path(f"{self.path}-wal")
 
     # ------------------------------------------------------------------ read transactions
+    def _wal_index(self) -> WalIndexState | None:
+        if self._shm_fd is None:
+            self._shm_fd = open_shm(Path(f"{self.path}-shm"))
+        return None if self._shm_fd is None else read_wal_index(self._shm_fd)
+
     def _begin(self, reader: sqlite3.Connection) -> None:
+        before = self._wal_index()
         reader.execute("BEGIN")
         try:
             # The read transaction (and its WAL read lock) starts only when a statement is stepped.
@@ -192,6 +211,18 @@ class LiveDatabase:
             reader.execute("ROLLBACK")
             raise
         self.epoch += 1
+        # A commit found in the -wal file may not be published in -shm yet; only the header,
+        # read on both sides of the begin, tells whether this reader got a slot above 0.
+        self._maybe_slot0[self.readers.index(reader)] = not surely_off_slot0(before, self._wal_index())
+
+    @property
+    def maybe_slot0(self) -> bool:
+        """Whether our read transaction may hold read-mark slot 0 (False only when proven otherwise).
+
+        Such a reader blocks every backfill, so each autocheckpoint of the app walks the whole WAL
+        and gives up: a reader should leave slot 0 once the app writes.
+        """
+        return self.current is None or self._maybe_slot0[self.current]
 
     @property
     def can_step(self) -> bool:
@@ -363,5 +394,8 @@ class LiveDatabase:
                 con.close()
         self.readers = [None, None]
         self.current = None
+        if self._shm_fd is not None:
+            release_shm(self._shm_fd)
+            self._shm_fd = None
         # The descriptor is shared and stays open for the process's life (see sqlite/dbfile.py).
         self.dbfd = -1

@@ -229,7 +229,9 @@ def _crash_at(plan: str) -> Scenario:
     return scenario
 
 
-crash_mid_snapshot = _crash_at("put_stream:crashmid@1")
+# Every attempt of the first snapshot (a WAL restart under it retries it, up to three times,
+# before two chunks are out) is killed mid-upload.
+crash_mid_snapshot = _crash_at("put_stream:crashmid,crashmid,crashmid")
 crash_after_object_write = _crash_at("put_stream:crashafter@4")
 crash_before_object_write = _crash_at("put_stream:crash@6")
 crash_after_pointer_write = _crash_at("put:crashafter@1")

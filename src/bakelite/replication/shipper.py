@@ -309,7 +309,6 @@ class DatabaseReplicator:
                 tracker.frames_used(),
                 truncated,
             )
-            # The checkpoint re-takes our reader on slot 0 when it backfilled everything.
             self.status.checkpoints += 1
             if truncated:
                 self.status.truncates += 1

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HEADER_BYTES = 136
-_HDR = struct.Struct(
-    "=IIIBBHII8s8s8s"
-)  # iVersion, unused, iChange, isInit, bigEnd, szPage, mxFrame, nPage, cksums, salts, cksum
-_NBACKFILL = struct.Struct("=I")
+# Offsets in a header copy: isInit (u8) at 12, mxFrame (u32) at 16, the salts at 32..40; nBackfill
+# (u32) opens the checkpoint info at 96.
+_U32 = struct.Struct("=I")
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,11 @@ def parse_wal_index(raw: bytes) -> WalIndexState | None:
     """The header in ``raw`` (the first HEADER_BYTES of ``-shm``); None if absent, torn or uninitialised."""
     if len(raw) < HEADER_BYTES or raw[0:48] != raw[48:96]:
         return None
-    _v, _u, _change, is_init, _be, _page, mx_frame, _n, _fck, salts, _ck = _HDR.unpack_from(raw, 0)
-    if not is_init:
+    if not raw[12]:
         return None
-    (backfilled,) = _NBACKFILL.unpack_from(raw, 96)
-    return WalIndexState(salts, mx_frame, backfilled)
+    (mx_frame,) = _U32.unpack_from(raw, 16)
+    (backfilled,) = _U32.unpack_from(raw, 96)
+    return WalIndexState(raw[32:40], mx_frame, backfilled)
 
 
 def surely_off_slot0(before: WalIndexState | None, after: WalIndexState | None) -> bool:
@@ -87,15 +86,15 @@ def open_shm(path: Path) -> int | None:
 
 def release_shm(fd: int) -> None:
     """One user is done with ``fd`` (call after closing its connections); closed if safe."""
+    st = os.fstat(fd)
     with _lock:
-        for key, entry in list(_shm.items()):
-            if entry[0] != fd:
-                continue
-            entry[1] -= 1
-            if entry[1] <= 0 and os.fstat(fd).st_nlink == 0:
-                del _shm[key]
-                os.close(fd)
+        entry = _shm.get((st.st_dev, st.st_ino))
+        if entry is None or entry[0] != fd:
             return
+        entry[1] -= 1
+        if entry[1] <= 0 and st.st_nlink == 0:
+            del _shm[(st.st_dev, st.st_ino)]
+            os.close(fd)
 
 
 def read_wal_index(fd: int) -> WalIndexState | None:

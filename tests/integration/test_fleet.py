@@ -268,6 +268,70 @@ def test_a_safety_poll_of_an_unchanged_database_skips_the_sync(tmp_path: Path) -
         runner.join(timeout=60)
 
 
+def _inotify_marks(fd: int) -> set[int]:
+    """Inodes the inotify descriptor ``fd`` of this process watches (from /proc/self/fdinfo)."""
+    marks = set()
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("inotify "):
+            f = dict(kv.split(":", 1) for kv in line.split()[1:])
+            marks.add(int(f["ino"], 16))
+    return marks
+
+
+def test_a_safety_poll_that_finds_a_change_re_arms_a_lost_watch(tmp_path: Path) -> None:
+    # Whatever drops a -wal's watch (a race with the kernel, seen under load), the first safety
+    # poll that finds a change arms it again, so commits are stamped by events again rather than
+    # every safety_poll (which once put point-in-time restores 30 s off).
+    db_path = tmp_path / "app.db"
+    _make_db(db_path)
+    db = Database(
+        name="app",
+        path=db_path,
+        backends=(FileBackend(path=tmp_path / "b"),),
+        safety_poll=0.3,
+        compaction_levels=(),
+        multipart_sweep_interval=0,
+    )
+    sup = Supervisor((db,), lambda d: [FileStorage(tmp_path / "b")])
+    w = sup.watcher
+    if not w.available:
+        pytest.skip("inotify is Linux-only")
+    assert w._ino is not None
+    reports: list[str] = []
+    real_on_change = w.on_change
+
+    def counting(name: str) -> None:
+        reports.append(name)
+        real_on_change(name)
+
+    w.on_change = counting
+    runner = threading.Thread(target=sup.run, daemon=True)
+    runner.start()
+    con = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        _wait(lambda: sup.slots["app"].started and sup.slots["app"].idle_mark is not None, 30)
+        time.sleep(0.5)
+        wal_ino = Path(f"{db_path}-wal").stat().st_ino
+        assert wal_ino in _inotify_marks(w._ino.fileno())
+        with w._lock:  # lose the watch without the bookkeeping noticing
+            lost = list(w._armed)
+            w._armed.clear()
+            for wd in lost:
+                w._ino.rm_watch(wd)
+        time.sleep(0.1)
+        assert wal_ino not in _inotify_marks(w._ino.fileno())
+        con.execute("INSERT INTO t(v) VALUES ('unreported')")
+        _wait(lambda: (c := load_cursor(db_path, "app")) is not None and c.seq == 1, 30)
+        assert wal_ino in _inotify_marks(w._ino.fileno())
+        seen = len(reports)
+        con.execute("INSERT INTO t(v) VALUES ('reported')")
+        _wait(lambda: len(reports) > seen, 10)
+    finally:
+        con.close()
+        sup.stop()
+        runner.join(timeout=60)
+
+
 # -- cheap idle bookkeeping ----------------------------------------------------------------------
 
 

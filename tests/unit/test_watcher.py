@@ -74,6 +74,34 @@ def test_a_burst_of_writes_finds_no_watch_until_it_is_re_armed(tmp_path: Path) -
     w.stop()
 
 
+def test_a_re_arm_that_races_the_kernel_dropping_the_watch_is_armed_again(tmp_path: Path) -> None:
+    # The kernel queues a one-shot watch's event, then drops the watch and queues IN_IGNORED. A
+    # re-arm that runs in between finds the watch still there and gets the same descriptor back,
+    # and the drop then takes it too: unless IN_IGNORED re-arms, the -wal is never watched again
+    # and replication falls back to safety_poll (seen: no sync for 30 s under a steady writer).
+    con = _db(tmp_path / "app.db")
+    wal = Path(f"{tmp_path / 'app.db'}-wal").stat().st_ino
+    w = WalWatcher(lambda name: None)
+    assert w._ino is not None
+    w.add("app", tmp_path / "app.db")
+    (wd,) = w._armed
+    # The event as read before the drop: the re-arm gets the same descriptor back.
+    fired = watcher_mod.inotify_simple.Event(wd, watcher_mod._F.MODIFY, 0, "")
+    assert w.handle([fired]) == ["app"]
+    assert list(w._armed) == [wd]
+    # The drop lands after the re-arm, taking the re-armed watch with it.
+    w._ino.rm_watch(wd)
+    assert wal not in _marks(w)
+    dropped = _read(w)
+    assert [ev.mask & watcher_mod._IGNORED for ev in dropped] == [watcher_mod._IGNORED]
+    assert w.handle(dropped) == ["app"]  # reported too: a write may have found no watch
+    assert wal in _marks(w)
+    con.execute("INSERT INTO t VALUES ('after')")
+    assert w.handle(_read(w)) == ["app"]
+    con.close()
+    w.stop()
+
+
 def test_a_write_made_while_a_change_is_reported_is_reported_too(tmp_path: Path) -> None:
     # on_change stands for the scan the report causes; a commit that lands while it runs must
     # raise a new event, which it does only if the watch was re-armed before the report.

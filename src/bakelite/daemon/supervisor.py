@@ -375,6 +375,10 @@ class Supervisor:
                 self._trim(slot)  # after its last shipment, a database is trimmed here
                 self._finish(slot, self._poll_due(slot), changed=False)
             else:
+                if self.watcher.rearm(slot.db.name):
+                    # Normal when the change is seconds old (its report is on its way); a lost
+                    # watch otherwise, which would leave every commit to the next safety poll.
+                    logger.debug("%s: the -wal's watch was re-armed by the safety poll", slot.db.name)
                 self._work(slot)
 
     def _quiet(self, slot: DatabaseSlot) -> bool:

@@ -5,7 +5,8 @@ the watcher re-arms it before it reports the change. A write that finds no watch
 writer almost nothing, while a standing watch makes the kernel build an event for every
 ``write()`` (a fifth of a single-row writer's throughput, ``bench/inotify_cost.py``). Re-arming
 before reporting means a write that lands in between is either seen by the scan the report
-causes or raises a new event. The directory is watched for names only, since a ``-wal`` that is
+causes or raises a new event; the kernel's notice that a watch was dropped re-arms it too. The
+directory is watched for names only, since a ``-wal`` that is
 deleted and recreated is a new file needing a new watch. Events are only a hint (the WAL is
 always validated), and ``safety_poll`` covers filesystems that deliver none (NFS, some overlays).
 """
@@ -50,6 +51,7 @@ class WalWatcher:
         # (directory watch, "<db>-wal") -> database names; path of a -wal -> database names.
         self._names: dict[tuple[int, str], list[str]] = {}
         self._wal_names: dict[str, list[str]] = {}
+        self._wals_of: dict[str, list[str]] = {}  # database name -> its -wal paths
         self._dirs: dict[str, int] = {}
         self._dir_of: dict[int, str] = {}
         # Armed one-shot watches: watch descriptor -> the -wal it watches.
@@ -85,22 +87,35 @@ class WalWatcher:
                 self._dir_of[wd] = directory
             self._names.setdefault((wd, os.path.basename(wal)), []).append(name)
             self._wal_names.setdefault(wal, []).append(name)
+            self._wals_of.setdefault(name, []).append(wal)
             self._arm(wal)
 
-    def _arm(self, wal: str) -> None:
-        """(Re-)arm the one-shot watch on ``wal``; caller holds the lock."""
+    def rearm(self, name: str) -> bool:
+        """Arm the watch on the ``-wal`` of database ``name`` if it is not; True if it was not.
+
+        For the safety poll that found a change: whatever dropped a watch, events resume.
+        """
+        if self._ino is None or self._stop.is_set():
+            return False
+        with self._lock:
+            return any([self._arm(wal) for wal in self._wals_of.get(name, ())])
+
+    def _arm(self, wal: str) -> bool:
+        """(Re-)arm the one-shot watch on ``wal``; caller holds the lock.  True if it was not armed."""
         assert self._ino is not None
         directory = os.path.dirname(wal)
         if directory in self._fallback:
-            return
+            return False
         try:
             wd = self._ino.add_watch(wal, WAL_MASK)
         except FileNotFoundError:
-            return  # no -wal yet: the directory watch reports its creation
+            return False  # no -wal yet: the directory watch reports its creation
         except OSError as e:
             self._fall_back(directory, e)
-            return
+            return False
+        new = wd not in self._armed
         self._armed[wd] = wal
+        return new
 
     def _fall_back(self, directory: str, why: OSError) -> None:
         """Watch every write in ``directory``: dearer for writers, but nothing goes unseen."""
@@ -149,9 +164,12 @@ class WalWatcher:
             for ev in events:
                 wal = self._armed.get(ev.wd)
                 if wal is not None:
-                    if ev.mask & _IGNORED:  # the one-shot watch is gone (or its file is)
+                    if ev.mask & _IGNORED:
+                        # The watch is gone (or its file is). Arm it again even if this is the
+                        # one-shot watch that fired: the kernel queues the write before it drops
+                        # the watch, so a re-arm between the two got the same descriptor back and
+                        # was dropped with it (seen as replication falling back to safety_poll).
                         del self._armed[ev.wd]
-                        continue
                     rearm[wal] = None
                     seen.update(dict.fromkeys(self._wal_names.get(wal, ())))
                     continue

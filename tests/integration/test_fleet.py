@@ -19,6 +19,7 @@ from bakelite.config.model import Database, FileBackend
 from bakelite.daemon import limits
 from bakelite.daemon.supervisor import Supervisor
 from bakelite.errors import BakeliteError
+from bakelite.replication import watcher as watcher_mod
 from bakelite.replication.cursor import load_cursor
 from bakelite.sqlite.connections import LiveDatabase
 from bakelite.storage.file import FileStorage
@@ -226,18 +227,23 @@ def test_a_fleet_bootstraps_ships_and_idles_on_one_connection_each(
     assert sup.fatal_errors() == []
 
 
-def test_a_safety_poll_of_an_unchanged_database_skips_the_sync(tmp_path: Path) -> None:
+def _polled_supervisor(tmp_path: Path, safety_poll: float) -> tuple[Path, Supervisor]:
+    """One database ``app`` polled every ``safety_poll`` seconds (no compaction or sweeps)."""
     db_path = tmp_path / "app.db"
     _make_db(db_path)
     db = Database(
         name="app",
         path=db_path,
         backends=(FileBackend(path=tmp_path / "b"),),
-        safety_poll=0.2,
+        safety_poll=safety_poll,
         compaction_levels=(),
         multipart_sweep_interval=0,
     )
-    sup = Supervisor((db,), lambda d: [FileStorage(tmp_path / "b")])
+    return db_path, Supervisor((db,), lambda d: [FileStorage(tmp_path / "b")])
+
+
+def test_a_safety_poll_of_an_unchanged_database_skips_the_sync(tmp_path: Path) -> None:
+    db_path, sup = _polled_supervisor(tmp_path, 0.2)
     syncs: list[float] = []
     runner = threading.Thread(target=sup.run, daemon=True)
     runner.start()
@@ -278,24 +284,13 @@ def _inotify_marks(fd: int) -> set[int]:
     return marks
 
 
+@pytest.mark.skipif(watcher_mod.inotify_simple is None, reason="inotify is Linux-only")
 def test_a_safety_poll_that_finds_a_change_re_arms_a_lost_watch(tmp_path: Path) -> None:
     # Whatever drops a -wal's watch (a race with the kernel, seen under load), the first safety
     # poll that finds a change arms it again, so commits are stamped by events again rather than
     # every safety_poll (which once put point-in-time restores 30 s off).
-    db_path = tmp_path / "app.db"
-    _make_db(db_path)
-    db = Database(
-        name="app",
-        path=db_path,
-        backends=(FileBackend(path=tmp_path / "b"),),
-        safety_poll=0.3,
-        compaction_levels=(),
-        multipart_sweep_interval=0,
-    )
-    sup = Supervisor((db,), lambda d: [FileStorage(tmp_path / "b")])
+    db_path, sup = _polled_supervisor(tmp_path, 0.3)
     w = sup.watcher
-    if not w.available:
-        pytest.skip("inotify is Linux-only")
     assert w._ino is not None
     reports: list[str] = []
     real_on_change = w.on_change
